@@ -1,0 +1,87 @@
+"""``build_model`` and ``calibrated_similarity``: the public entry points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from st_unirep.modules.attention_pooling import AttentionPooling
+from st_unirep.modules.backbone import Backbone
+from st_unirep.modules.matryoshka_normalize import MatryoshkaNormalize
+from st_unirep.modules.stable_projection import StableProjection
+from st_unirep.presets import DEFAULT_BACKBONE, get_preset
+
+
+def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **overrides: Any) -> SentenceTransformer:
+    """Build an st_unirep ``SentenceTransformer``: Backbone → AttentionPooling → StableProjection → Normalize.
+
+    Args:
+        backbone: A Qwen2-VL checkpoint (folder or hub id) or any text encoder ST's ``Transformer`` loads.
+        preset: ``"vipolyqwen"``, ``"unirep"``, ``"unirep-m"`` or ``"viuniembed"`` (see ``st_unirep.presets``).
+        **overrides: Any :class:`~st_unirep.presets.Preset` field, e.g. ``output_dim=64``,
+            ``pooling_mode="context"``, ``max_pixels=256 * 28 * 28``. For a text-only backbone the pixel budget
+            is ignored.
+
+    Returns:
+        A ``SentenceTransformer`` whose ``encode`` gives unit-norm vectors (also under ``truncate_dim``). Save it
+        with ``model.save(path)``; load it with ``SentenceTransformer(path, trust_remote_code=True)``: ST 6 only
+        imports module classes outside its own package when ``trust_remote_code=True`` (here that "remote code"
+        is the installed ``st_unirep`` package, nothing is downloaded).
+    """
+    config = get_preset(preset).with_overrides(**overrides)
+    backbone_kwargs = dict(config.backbone_kwargs)
+    from transformers import AutoConfig
+
+    is_vlm = getattr(AutoConfig.from_pretrained(backbone), "vision_config", None) is not None
+    if is_vlm:
+        backbone_kwargs.update(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    first = Backbone(
+        backbone,
+        prefix_tokens=config.prefix_tokens,
+        freeze_vision=config.freeze_vision,
+        attn_implementation=config.attn_implementation,
+        gradient_checkpointing=config.gradient_checkpointing,
+        **backbone_kwargs,
+    )
+    hidden = first.get_embedding_dimension()
+    pooling = AttentionPooling(hidden, mode=config.pooling_mode, num_heads=config.num_heads)
+    projection = StableProjection(
+        hidden, config.output_dim, mode=config.projection_mode, hidden_features=config.projection_hidden_dim
+    )
+    model = SentenceTransformer(modules=[first, pooling, projection, MatryoshkaNormalize()], similarity_fn_name="cosine")
+    return model
+
+
+def calibrated_similarity(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, pairwise: bool = False
+) -> torch.Tensor:
+    r"""The calibrated relevance score :math:`s = (\cos(a, b) + 1) / 2 \in [0, 1]`.
+
+    Args:
+        a: ``(d,)`` or ``(n, d)`` embeddings (need not be normalised).
+        b: ``(d,)`` or ``(m, d)`` embeddings.
+        pairwise: If True, ``a`` and ``b`` have the same number of rows and the result is ``(n,)``, row i against
+            row i. Otherwise the result is the ``(n, m)`` matrix of every pair.
+
+    Returns:
+        A float tensor in ``[0, 1]``: ``(n, m)``, ``(n,)`` when ``pairwise``, or a scalar for two vectors.
+    """
+    a_t = torch.as_tensor(a, dtype=torch.float32)
+    b_t = torch.as_tensor(b, dtype=torch.float32)
+    single = a_t.ndim == 1 and b_t.ndim == 1
+    a_t, b_t = torch.atleast_2d(a_t), torch.atleast_2d(b_t)
+    if a_t.ndim != 2 or b_t.ndim != 2 or a_t.shape[-1] != b_t.shape[-1]:
+        raise ValueError(f"Expected (n, d) and (m, d) embeddings with the same d, got {tuple(a_t.shape)} and {tuple(b_t.shape)}")
+    a_t = torch.nn.functional.normalize(a_t, dim=-1, eps=1e-12)
+    b_t = torch.nn.functional.normalize(b_t, dim=-1, eps=1e-12)
+    if pairwise or single:
+        if a_t.shape[0] != b_t.shape[0]:
+            raise ValueError(f"pairwise=True needs the same number of rows, got {a_t.shape[0]} and {b_t.shape[0]}")
+        cos = (a_t * b_t).sum(-1)  # (n,)
+    else:
+        cos = a_t @ b_t.T  # (n, m)
+    score = ((cos + 1) / 2).clamp(0.0, 1.0)
+    return score[0] if single else score

@@ -1,0 +1,326 @@
+"""The backbone: sentence-transformers' multimodal ``Transformer`` around Qwen2-VL (or any text encoder)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import sentence_transformers.base.modules.transformer as st_transformer
+import torch
+from PIL import Image, UnidentifiedImageError
+from sentence_transformers.base.modules import Transformer
+from transformers import AutoConfig, AutoProcessor
+
+from st_unirep.modules.processor import Qwen2VLImageTextProcessor
+
+logger = logging.getLogger(__name__)
+
+TASK_PREFIX_TOKENS: tuple[str, ...] = ("<text_pair>", "<instr>", "<ocr>", "<vqa_single>", "<vqa_multi>")
+"""The five task prefix tokens of viPolyQwen / UniRep, added as single special tokens."""
+
+VISION_MODEL_TYPES = frozenset({"qwen2_vl"})
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".tif", ".webp")
+_MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize rejects anything wider than this
+_HUB_KEYS = ("subfolder", "token", "cache_dir", "revision", "local_files_only", "trust_remote_code")
+
+
+class _ProcessorLoader:
+    """Stands in for ``AutoProcessor`` while ``Transformer.__init__`` loads the processor.
+
+    A real Qwen2-VL checkpoint's ``preprocessor_config.json`` names ``Qwen2VLProcessor``, whose loading builds a
+    torchvision-only video processor and fails on CPU torch; ``AutoProcessor`` honours that name over any
+    registration by config type. ST's ``Transformer`` loads its processor inline in ``__init__`` with no hook,
+    so :class:`Backbone` swaps this loader in for the duration of that call (``unittest.mock.patch.object`` on
+    ST's module, restored on exit). Qwen2-VL folders get :class:`Qwen2VLImageTextProcessor`; everything else
+    goes to the real ``AutoProcessor``.
+    """
+
+    @staticmethod
+    def from_pretrained(path: str, **kwargs: Any) -> Any:
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KEYS if key in kwargs}
+        config = AutoConfig.from_pretrained(path, **hub_kwargs)
+        if config.model_type in VISION_MODEL_TYPES:
+            return Qwen2VLImageTextProcessor.from_checkpoint(path, **kwargs)
+        return AutoProcessor.from_pretrained(path, **kwargs)
+
+
+def resolve_attn_implementation(requested: str | None) -> str:
+    """``flash_attention_2`` when requested or (for ``None``/``"auto"``) when flash-attn and CUDA exist, else sdpa."""
+    if requested not in (None, "auto"):
+        return requested
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _looks_like_image_path(text: str) -> bool:
+    return not any(ch.isspace() for ch in text) and text.lower().endswith(IMAGE_EXTENSIONS)
+
+
+class Backbone(Transformer):
+    r"""The VLM (Qwen2-VL) or text encoder that turns inputs into token embeddings :math:`H = [h_1, \dots, h_N]`.
+
+    A thin subclass of sentence-transformers 6.2's multimodal ``Transformer``, which already does the input
+    handling (text, images, ``{"text", "image"}`` dicts, several images per input, chat messages through the
+    chat template). It adds what the seeds need:
+
+    * **Torchvision-free Qwen2-VL.** The processor is :class:`Qwen2VLImageTextProcessor` for Qwen2-VL
+      checkpoints (real ones included), and loading fails loudly if a vision model ends up with a processor that
+      cannot make pixels, the silent failure in which every image became one ``<|image_pad|>`` token.
+    * **Task prefix tokens** (viPolyQwen/UniRep): ``prefix_tokens`` are added as single special tokens and the
+      embedding matrix grows if (and only if) the new ids do not fit; they are saved with the tokenizer.
+    * ``freeze_vision`` (UniRep-M: vision tower frozen, language model trainable), ``attn_implementation``
+      (``None`` = flash_attention_2 when installed on CUDA, else sdpa), the pixel budget ``min_pixels`` /
+      ``max_pixels`` (pixels per image after resizing; each 28×28 block is one visual token), and
+      ``gradient_checkpointing``.
+    * **Input checks** before anything reaches the processor: each bad input raises a ``ValueError`` naming it.
+      A string with no whitespace ending in an image extension is read as an image path and must exist (wrap
+      text such as ``"photo.jpg"`` as ``{"text": "photo.jpg"}`` to embed it as text); ``pathlib.Path`` is always
+      an image; grayscale, palette, CMYK and 16-bit images become RGB, transparent ones are composited on white.
+
+    Args:
+        model_name_or_path: A Qwen2-VL checkpoint folder or hub id, or any model ST's ``Transformer`` loads.
+        prefix_tokens: Special tokens to add (``TASK_PREFIX_TOKENS`` in the prefix presets, ``[]`` for none).
+        freeze_vision: Freeze the vision tower (VLMs only).
+        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"`` or ``None`` for automatic.
+        min_pixels: Lower pixel budget per image (VLMs only); ``None`` keeps the checkpoint's.
+        max_pixels: Upper pixel budget per image (VLMs only); ``None`` keeps the checkpoint's.
+        gradient_checkpointing: Enable non-reentrant gradient checkpointing in the backbone.
+        **kwargs: Passed to sentence-transformers' ``Transformer`` (``model_kwargs``, ``max_seq_length``, ...).
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "prefix_tokens",
+        "freeze_vision",
+        "attn_implementation",
+        "min_pixels",
+        "max_pixels",
+        "gradient_checkpointing",
+    ]
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        prefix_tokens: Sequence[str] = (),
+        freeze_vision: bool = False,
+        attn_implementation: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        gradient_checkpointing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+            raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+        prefix_tokens = list(prefix_tokens or [])
+        for token in prefix_tokens:
+            if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+                raise ValueError(f"prefix_tokens must be non-empty strings without whitespace, got {token!r}")
+
+        model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
+        model_kwargs.setdefault("attn_implementation", resolve_attn_implementation(attn_implementation))
+        processor_kwargs = dict(kwargs.pop("processor_kwargs", None) or {})
+        if min_pixels is not None:
+            processor_kwargs["min_pixels"] = min_pixels
+        if max_pixels is not None:
+            processor_kwargs["max_pixels"] = max_pixels
+
+        with mock.patch.object(st_transformer, "AutoProcessor", _ProcessorLoader):
+            super().__init__(
+                model_name_or_path, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs, **kwargs
+            )
+
+        self.prefix_tokens = prefix_tokens
+        self.freeze_vision = freeze_vision
+        self.attn_implementation = attn_implementation
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.gradient_checkpointing = gradient_checkpointing
+
+        self.is_vision_model = getattr(self.config, "vision_config", None) is not None
+        if self.is_vision_model:
+            self._check_processor_makes_pixels()
+            if self.config.model_type in VISION_MODEL_TYPES:
+                # Qwen2-VL's mrope positions break when padded sequences are concatenated (ST docs say so too).
+                self.unpad_inputs = False
+        elif min_pixels is not None or max_pixels is not None:
+            raise ValueError(f"min_pixels/max_pixels apply to vision-language models; {model_name_or_path} has none")
+        if freeze_vision:
+            visual = getattr(self.model, "visual", None)
+            if visual is None:
+                raise ValueError(f"freeze_vision=True but {model_name_or_path} has no vision tower")
+            visual.requires_grad_(False)
+        if prefix_tokens:
+            self._add_prefix_tokens(prefix_tokens)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ------------------------------------------------------------------ construction helpers
+    def _check_processor_makes_pixels(self) -> None:
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None:
+            raise ValueError(
+                f"The backbone is a vision-language model ({self.config.model_type}) but its processor "
+                f"({type(self.processor).__name__}) has no image processor: images would be embedded as a bare "
+                "placeholder token without pixels. Load it through st_unirep (build_model, or "
+                "SentenceTransformer(path, trust_remote_code=True)) so Qwen2VLImageTextProcessor is used."
+            )
+
+    def _add_prefix_tokens(self, tokens: list[str]) -> None:
+        tokenizer = self.tokenizer
+        missing = [token for token in tokens if token not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_tokens(missing, special_tokens=True)
+        embeddings = self.model.get_input_embeddings()
+        if len(tokenizer) > embeddings.num_embeddings:
+            # Grow to a multiple of 64 (tensor-core friendly); Qwen2-VL's 151,936 rows already have room.
+            self.model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+        for token in tokens:
+            ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise RuntimeError(f"Prefix token {token!r} tokenises to {ids}, expected a single id")
+
+    def prefix_token_ids(self) -> dict[str, int]:
+        """The id of each prefix token."""
+        return {token: self.tokenizer.convert_tokens_to_ids(token) for token in self.prefix_tokens}
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        return super().preprocess([self._check_input(item) for item in inputs], prompt=prompt, **kwargs)
+
+    def _check_input(self, item: Any) -> Any:
+        """Validate one input and resolve image paths to RGB PIL images; raise ValueError naming the input."""
+        if isinstance(item, str):
+            if _looks_like_image_path(item) and self.is_vision_model:
+                return self._load_image(item, item)
+            if not item.strip():
+                raise ValueError(f"Input {item!r} is an empty string; expected non-empty text")
+            return item
+        if isinstance(item, (Path, Image.Image)):
+            if not self.is_vision_model:
+                raise ValueError(f"Input {_describe(item)} is an image but the backbone is text-only")
+            return self._load_image(item, item)
+        if isinstance(item, dict) and "role" in item and "content" in item:
+            return self._check_messages([item], item)[0]
+        if isinstance(item, list) and item and all(isinstance(m, dict) and "role" in m for m in item):
+            return self._check_messages(item, item)
+        if isinstance(item, dict) and item:
+            unknown = set(item) - {"text", "image"}
+            if unknown:
+                raise ValueError(
+                    f"Input {_describe(item)} has unknown key(s) {sorted(unknown)}; expected 'text' and/or 'image'"
+                )
+            checked: dict[str, Any] = {}
+            if "text" in item:
+                text = item["text"]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"Input {_describe(item)}: 'text' must be a non-empty string, got {text!r}")
+                checked["text"] = text
+            if "image" in item:
+                if not self.is_vision_model:
+                    raise ValueError(f"Input {_describe(item)} has an image but the backbone is text-only")
+                images = item["image"]
+                if isinstance(images, (list, tuple)):
+                    if not images:
+                        raise ValueError(f"Input {_describe(item)}: 'image' is an empty list")
+                    checked["image"] = [self._load_image(image, item) for image in images]
+                else:
+                    checked["image"] = self._load_image(images, item)
+            return checked
+        raise ValueError(
+            f"Input {_describe(item)} of type {type(item).__name__} is not supported; expected a non-empty str "
+            "(text or an image path), a PIL image, a pathlib.Path to an image, a dict with 'text' and/or 'image' "
+            "(a list of images for several), or a list of chat messages ({'role', 'content'} dicts)"
+        )
+
+    def _check_messages(self, messages: list[dict[str, Any]], original: Any) -> list[dict[str, Any]]:
+        checked = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                checked.append(message)
+                continue
+            if not isinstance(content, list):
+                raise ValueError(
+                    f"Message {_describe(message)} in input {_describe(original)}: 'content' must be a str or a "
+                    f"list of parts, got {type(content).__name__}"
+                )
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image" or (isinstance(part, dict) and "image" in part):
+                    if not self.is_vision_model:
+                        raise ValueError(f"Input {_describe(original)} has an image but the backbone is text-only")
+                    parts.append({**part, "type": "image", "image": self._load_image(part.get("image"), original)})
+                else:
+                    parts.append(part)
+            checked.append({**message, "content": parts})
+        return checked
+
+    @staticmethod
+    def _load_image(image: Any, original: Any) -> Image.Image:
+        """Open a path or check a PIL image; return an RGB image or raise a ValueError naming the input."""
+        where = f"Input {_describe(original)}"
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise ValueError(f"{where}: image file {str(path)!r} does not exist")
+            try:
+                with Image.open(path) as opened:
+                    opened.load()
+                    image = opened.copy()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                raise ValueError(f"{where}: cannot read image file {str(path)!r} ({error})") from error
+        elif not isinstance(image, Image.Image):
+            raise ValueError(f"{where}: expected a PIL image or an image path, got {type(image).__name__}")
+        width, height = image.size
+        if width == 0 or height == 0:
+            raise ValueError(f"{where}: image has zero size ({width}x{height})")
+        if max(width, height) / min(width, height) > _MAX_ASPECT_RATIO:
+            raise ValueError(
+                f"{where}: image aspect ratio {width}x{height} exceeds {_MAX_ASPECT_RATIO}:1, which Qwen2-VL rejects"
+            )
+        if image.mode == "RGB":
+            return image
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            # 16-bit/float grayscale: scale to 8 bits first; PIL's convert("RGB") would clip instead.
+            array = torch.from_numpy(__import__("numpy").asarray(image, dtype="float32"))
+            low, high = float(array.min()), float(array.max())
+            scaled = ((array - low) / (high - low if high > low else 1.0) * 255).round().to(torch.uint8)
+            return Image.fromarray(scaled.numpy(), mode="L").convert("RGB")
+        return image.convert("RGB")
+
+    # ------------------------------------------------------------------ info
+    def visual_tokens_per_image(self, width: int, height: int) -> int:
+        """Visual tokens an image of this size costs under the current pixel budget (Qwen2-VL)."""
+        image_processor = self.processor.image_processor
+        merge = image_processor.merge_size
+        factor = image_processor.patch_size * merge
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        h, w = smart_resize(
+            height, width, factor=factor,
+            min_pixels=image_processor.size["shortest_edge"], max_pixels=image_processor.size["longest_edge"],
+        )
+        return math.prod((h // factor, w // factor))
+
+    def __repr__(self) -> str:
+        return f"Backbone({dict(self.get_config_dict(), architecture=self.model.__class__.__name__)})"
