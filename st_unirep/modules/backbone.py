@@ -64,6 +64,10 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _is_messages(item: Any) -> bool:
+    return isinstance(item, list) and bool(item) and all(isinstance(m, dict) and "role" in m for m in item)
+
+
 def _looks_like_image_path(text: str) -> bool:
     return not any(ch.isspace() for ch in text) and text.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -201,7 +205,23 @@ class Backbone(Transformer):
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        return super().preprocess([self._check_input(item) for item in inputs], prompt=prompt, **kwargs)
+        checked = [self._check_input(item) for item in inputs]
+        is_message = [_is_messages(item) for item in checked]
+        if any(is_message) and not all(is_message):
+            # Work around sentence-transformers 6.2: in a batch that mixes chat messages with other inputs,
+            # InputFormatter.parse_inputs wraps each conversation as {"type": "message"} content, which the chat
+            # template drops, so the conversation silently embeds as an empty user turn (measured: the same
+            # conversation moved by 0.06 depending on its batch-mates). Converting the other inputs to messages
+            # first, exactly as ST converts them when alone, keeps the batch all-"message" and batch-invariant.
+            checked = [item if message else self._to_message(item) for item, message in zip(checked, is_message)]
+        return super().preprocess(checked, prompt=prompt, **kwargs)
+
+    def _to_message(self, item: Any) -> list[dict[str, Any]]:
+        """The chat messages ST itself renders for ``item`` when it is preprocessed on its own."""
+        modality, processor_inputs, _ = self.input_formatter.parse_inputs([item])
+        if modality != "message":
+            modality, processor_inputs = self.input_formatter.batch_to_message(modality, processor_inputs)
+        return processor_inputs["message"][0]
 
     def _check_input(self, item: Any) -> Any:
         """Validate one input and resolve image paths to RGB PIL images; raise ValueError naming the input."""
@@ -217,7 +237,7 @@ class Backbone(Transformer):
             return self._load_image(item, item)
         if isinstance(item, dict) and "role" in item and "content" in item:
             return self._check_messages([item], item)[0]
-        if isinstance(item, list) and item and all(isinstance(m, dict) and "role" in m for m in item):
+        if _is_messages(item):
             return self._check_messages(item, item)
         if isinstance(item, dict) and item:
             unknown = set(item) - {"text", "image"}
@@ -314,7 +334,7 @@ class Backbone(Transformer):
         image_processor = self.processor.image_processor
         merge = image_processor.merge_size
         factor = image_processor.patch_size * merge
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
         h, w = smart_resize(
             height, width, factor=factor,

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from st_unirep.modules.stable_projection import StableProjection
+
+
+def test_exact_spectral_norm_hand_computed():
+    # W = diag(3, 1): sigma_max = 3, W / sigma = diag(1, 1/3)
+    projection = StableProjection(2, 2, mode="mlp")
+    with torch.no_grad():
+        projection.fc2.parametrizations.weight.original.copy_(torch.diag(torch.tensor([3.0, 1.0])))
+    torch.testing.assert_close(projection.fc2.weight, torch.diag(torch.tensor([1.0, 1 / 3])))
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (64, 16), (1536, 1024), (1536, 2048)])
+def test_spectral_norm_bounds_largest_singular_value(shape):
+    torch.manual_seed(0)
+    projection = StableProjection(*shape, mode="mlp").eval()
+    for weight in projection.spectral_weights():
+        sigma = torch.linalg.matrix_norm(weight.detach().double(), ord=2).item()
+        assert sigma <= 1 + 1e-3, sigma
+        assert sigma >= 0.99, sigma  # normalised, not merely shrunk
+
+
+def test_spectral_norm_holds_after_training_steps():
+    torch.manual_seed(0)
+    projection = StableProjection(32, 48, mode="mlp")
+    optimizer = torch.optim.SGD(projection.parameters(), lr=0.1)
+    x, target = torch.randn(16, 32), 10 * torch.randn(16, 48)  # a target far outside the unit ball pulls W up
+    for _ in range(50):
+        out = projection({"sentence_embedding": x})["sentence_embedding"]
+        torch.nn.functional.mse_loss(out, target).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    projection.eval()
+    for weight in projection.spectral_weights():
+        assert torch.linalg.matrix_norm(weight.detach(), ord=2).item() <= 1 + 1e-3
+
+
+def test_orthogonality_penalty_hand_computed():
+    projection = StableProjection(3, 2, mode="mlp", hidden_features=3)
+    with torch.no_grad():
+        # fc2.weight is W / sigma_max; set W with orthonormal rows: penalty 0.
+        projection.fc2.parametrizations.weight.original.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    assert projection.orthogonality_penalty().item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        # rows (1, 0, 0) and (0.5, 0, 0): sigma_max = sqrt(1.25); W/sigma: rows a=(1/s,0,0), b=(0.5/s,0,0)
+        projection.fc2.parametrizations.weight.original.copy_(torch.tensor([[1.0, 0, 0], [0.5, 0, 0]]))
+    s2 = 1.25
+    gram = torch.tensor([[1 / s2, 0.5 / s2], [0.5 / s2, 0.25 / s2]])
+    expected = ((gram - torch.eye(2)) ** 2).sum().item()
+    assert projection.orthogonality_penalty().item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_orthogonality_penalty_zero_for_linear_layernorm():
+    assert StableProjection(8, 4, mode="linear_layernorm").orthogonality_penalty().item() == 0.0
+
+
+def test_linear_layernorm_matches_formula():
+    torch.manual_seed(0)
+    projection = StableProjection(8, 4, mode="linear_layernorm")
+    c = torch.randn(3, 8)
+    expected = torch.nn.functional.layer_norm(c @ projection.linear.weight.T, (4,))
+    torch.testing.assert_close(projection({"sentence_embedding": c})["sentence_embedding"], expected)
+    assert projection.linear.bias is None
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="Unknown projection mode 'conv'"):
+        StableProjection(8, 4, mode="conv")
+    with pytest.raises(ValueError, match="out_features must be a positive int"):
+        StableProjection(8, 0)
+
+
+@pytest.mark.parametrize("mode", ["linear_layernorm", "mlp"])
+def test_save_load_restores_weights(tmp_path, mode):
+    projection = StableProjection(8, 6, mode=mode).eval()
+    projection.save(str(tmp_path))
+    loaded = StableProjection.load(str(tmp_path)).eval()
+    x = {"sentence_embedding": torch.randn(4, 8)}
+    assert torch.equal(projection(x)["sentence_embedding"], loaded(x)["sentence_embedding"])
