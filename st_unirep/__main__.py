@@ -37,12 +37,12 @@ def main() -> None:
         }
         embeddings = model.encode(list(inputs.values()))
         print(f"preset={args.preset} backbone=tiny random Qwen2-VL (offline)")
-        for (name, _), vector in zip(inputs.items(), embeddings):
+        for (name, _), vector in zip(inputs.items(), embeddings, strict=False):
             print(f"  {name:<12} shape={vector.shape} norm={np.linalg.norm(vector):.4f}")
         scores = calibrated_similarity(embeddings, embeddings).numpy()
         print("calibrated score (cos+1)/2:")
         print("  " + " ".join(f"{name:>12}" for name in inputs))
-        for name, row in zip(inputs, scores):
+        for name, row in zip(inputs, scores, strict=False):
             print(f"  {name:<12}" + " ".join(f"{value:12.4f}" for value in row))
         truncated = model.encode(list(inputs.values()), truncate_dim=16)
         print(f"truncate_dim=16 -> shape {truncated.shape}, norms {np.round(np.linalg.norm(truncated, axis=1), 4)}")

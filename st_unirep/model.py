@@ -51,7 +51,9 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
     projection = StableProjection(
         hidden, config.output_dim, mode=config.projection_mode, hidden_features=config.projection_hidden_dim
     )
-    model = SentenceTransformer(modules=[first, pooling, projection, MatryoshkaNormalize()], similarity_fn_name="cosine")
+    model = SentenceTransformer(
+        modules=[first, pooling, projection, MatryoshkaNormalize()], similarity_fn_name="cosine"
+    )
     return model
 
 
@@ -74,7 +76,9 @@ def calibrated_similarity(
     single = a_t.ndim == 1 and b_t.ndim == 1
     a_t, b_t = torch.atleast_2d(a_t), torch.atleast_2d(b_t)
     if a_t.ndim != 2 or b_t.ndim != 2 or a_t.shape[-1] != b_t.shape[-1]:
-        raise ValueError(f"Expected (n, d) and (m, d) embeddings with the same d, got {tuple(a_t.shape)} and {tuple(b_t.shape)}")
+        raise ValueError(
+            f"Expected (n, d) and (m, d) embeddings with the same d, got {tuple(a_t.shape)} and {tuple(b_t.shape)}"
+        )
     a_t = torch.nn.functional.normalize(a_t, dim=-1, eps=1e-12)
     b_t = torch.nn.functional.normalize(b_t, dim=-1, eps=1e-12)
     if pairwise or single:

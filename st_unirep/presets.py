@@ -43,9 +43,7 @@ class Preset:
             # Scale the seed's dims to the new width (e.g. output_dim=64 for a tiny model: 16/24/32/64).
             preset = replace(
                 preset,
-                matryoshka_dims=tuple(
-                    max(1, d * preset.output_dim // self.output_dim) for d in self.matryoshka_dims
-                ),
+                matryoshka_dims=tuple(max(1, d * preset.output_dim // self.output_dim) for d in self.matryoshka_dims),
             )
         preset.validate()
         return preset

@@ -73,8 +73,14 @@ def real_layout_path(tmp_path_factory) -> str:
     )
     torch.manual_seed(0)
     Qwen2VLForConditionalGeneration(config).save_pretrained(path)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.json",
-                 "preprocessor_config.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.json",
+        "preprocessor_config.json",
+    ):
         shutil.copy(REAL_CONFIG / name, path / name)
     return str(path)
 

@@ -47,7 +47,9 @@ def test_every_input_kind_gives_a_unit_vector(preset_model):
 
 
 def test_image_embedding_depends_on_pixels(tiny_model):
-    red, also_red, blue = tiny_model.encode([make_image(colour="red"), make_image(colour="red"), make_image(colour="blue")])
+    red, also_red, blue = tiny_model.encode(
+        [make_image(colour="red"), make_image(colour="red"), make_image(colour="blue")]
+    )
     assert np.array_equal(red, also_red)
     assert not np.allclose(red, blue, atol=1e-6)
     one_pixel = np.array(make_image(colour="red"))
@@ -188,6 +190,8 @@ def test_conversation_is_not_dropped_in_a_mixed_batch(tiny_model):
     mixed = tiny_model.preprocess([conversation, TEXTS[0], IMAGES[0]])
     length = int(alone["attention_mask"].sum())
     assert torch.equal(mixed["input_ids"][0, :length], alone["input_ids"][0])
-    assert int((mixed["input_ids"][0] == tiny_model[0].processor.image_token_id).sum()) == int(
-        (alone["input_ids"][0] == tiny_model[0].processor.image_token_id).sum()
-    ) > 0
+    assert (
+        int((mixed["input_ids"][0] == tiny_model[0].processor.image_token_id).sum())
+        == int((alone["input_ids"][0] == tiny_model[0].processor.image_token_id).sum())
+        > 0
+    )

@@ -10,7 +10,13 @@ from st_unirep.testing import QWEN2_VL_SPECIAL_TOKENS
 
 def test_tiny_checkpoint_has_the_real_layout(tiny_qwen2_vl_path):
     path = Path(tiny_qwen2_vl_path)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "chat_template.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "chat_template.json",
+    ):
         assert (path / name).is_file(), name
     assert json.loads((path / "preprocessor_config.json").read_text())["processor_class"] == "Qwen2VLProcessor"
     config = AutoConfig.from_pretrained(path)

@@ -145,9 +145,7 @@ class Backbone(Transformer):
             processor_kwargs["max_pixels"] = max_pixels
 
         with mock.patch.object(st_transformer, "AutoProcessor", _ProcessorLoader):
-            super().__init__(
-                model_name_or_path, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs, **kwargs
-            )
+            super().__init__(model_name_or_path, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs, **kwargs)
 
         self.prefix_tokens = prefix_tokens
         self.freeze_vision = freeze_vision
@@ -213,7 +211,9 @@ class Backbone(Transformer):
             # template drops, so the conversation silently embeds as an empty user turn (measured: the same
             # conversation moved by 0.06 depending on its batch-mates). Converting the other inputs to messages
             # first, exactly as ST converts them when alone, keeps the batch all-"message" and batch-invariant.
-            checked = [item if message else self._to_message(item) for item, message in zip(checked, is_message)]
+            checked = [
+                item if message else self._to_message(item) for item, message in zip(checked, is_message, strict=True)
+            ]
         return super().preprocess(checked, prompt=prompt, **kwargs)
 
     def _to_message(self, item: Any) -> list[dict[str, Any]]:
@@ -282,7 +282,11 @@ class Backbone(Transformer):
                 )
             parts = []
             for part in content:
-                if isinstance(part, dict) and part.get("type") == "image" or (isinstance(part, dict) and "image" in part):
+                if (
+                    isinstance(part, dict)
+                    and part.get("type") == "image"
+                    or (isinstance(part, dict) and "image" in part)
+                ):
                     if not self.is_vision_model:
                         raise ValueError(f"Input {_describe(original)} has an image but the backbone is text-only")
                     parts.append({**part, "type": "image", "image": self._load_image(part.get("image"), original)})
@@ -337,8 +341,11 @@ class Backbone(Transformer):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
         h, w = smart_resize(
-            height, width, factor=factor,
-            min_pixels=image_processor.size["shortest_edge"], max_pixels=image_processor.size["longest_edge"],
+            height,
+            width,
+            factor=factor,
+            min_pixels=image_processor.size["shortest_edge"],
+            max_pixels=image_processor.size["longest_edge"],
         )
         return math.prod((h // factor, w // factor))
 

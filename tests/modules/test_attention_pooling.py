@@ -80,8 +80,8 @@ def test_left_and_right_padding_agree(mode):
     right = torch.cat([tokens, torch.randn(2, 8)])[None]
     left = torch.cat([torch.randn(2, 8), tokens])[None]
     r = pooling(_features(right, torch.tensor([[1, 1, 1, 0, 0]])))["sentence_embedding"]
-    l = pooling(_features(left, torch.tensor([[0, 0, 1, 1, 1]])))["sentence_embedding"]
-    torch.testing.assert_close(r, l, rtol=1e-6, atol=1e-6)
+    lft = pooling(_features(left, torch.tensor([[0, 0, 1, 1, 1]])))["sentence_embedding"]
+    torch.testing.assert_close(r, lft, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["context", "multihead"])

@@ -119,8 +119,10 @@ def test_corrupt_and_missing_image_files(backbone, tmp_path):
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
 def test_non_rgb_images_become_rgb(backbone, mode):
-    image = make_image(mode=mode) if mode != "I;16" else Image.fromarray(
-        (np.arange(64 * 96).reshape(64, 96) * 10).astype(np.uint16)
+    image = (
+        make_image(mode=mode)
+        if mode != "I;16"
+        else Image.fromarray((np.arange(64 * 96).reshape(64, 96) * 10).astype(np.uint16))
     )
     features = backbone.preprocess([image])
     assert features["pixel_values"].shape[-1] == 3 * 2 * 14 * 14
