@@ -195,3 +195,15 @@ def test_conversation_is_not_dropped_in_a_mixed_batch(tiny_model):
         == int((alone["input_ids"][0] == tiny_model[0].processor.image_token_id).sum())
         > 0
     )
+
+
+def test_encode_hook_follows_copies_and_pickles(tiny_model):
+    """The unit-norm truncation hook must point at the copy, not at the model it was copied from."""
+    import copy
+    import pickle
+
+    duplicate = copy.deepcopy(tiny_model)
+    assert duplicate.encode._model() is duplicate
+    restored = pickle.loads(pickle.dumps(tiny_model))
+    assert restored.encode._model() is restored
+    np.testing.assert_array_equal(restored.encode(TEXTS[:2]), tiny_model.encode(TEXTS[:2]))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import sentence_transformers.base.modules.transformer as st_transformer
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -326,7 +327,7 @@ class Backbone(Transformer):
             return Image.alpha_composite(background, rgba).convert("RGB")
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             # 16-bit/float grayscale: scale to 8 bits first; PIL's convert("RGB") would clip instead.
-            array = torch.from_numpy(__import__("numpy").asarray(image, dtype="float32"))
+            array = torch.from_numpy(np.asarray(image, dtype=np.float32))
             low, high = float(array.min()), float(array.max())
             scaled = ((array - low) / (high - low if high > low else 1.0) * 255).round().to(torch.uint8)
             return Image.fromarray(scaled.numpy(), mode="L").convert("RGB")
