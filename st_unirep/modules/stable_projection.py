@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from sentence_transformers.base.modules import Module
 from torch import nn
-from torch.nn.utils import parametrize
 
 from st_unirep.modules._io import load_module_with_weights
 
@@ -15,27 +15,21 @@ ProjectionMode = Literal["linear_layernorm", "mlp"]
 PROJECTION_MODES: tuple[str, ...] = ("linear_layernorm", "mlp")
 
 
-class ExactSpectralNorm(nn.Module):
-    r"""Parametrisation :math:`W \mapsto W / \sigma_{max}(W)` with the exact largest singular value.
+def spectral_normalize(weight: torch.Tensor) -> torch.Tensor:
+    r""":math:`W / \sigma_{max}(W)` with the exact largest singular value, differentiable.
 
     Why not ``torch.nn.utils.parametrizations.spectral_norm``: its one power iteration per step lags behind the
     weights. Measured here (48×32 layer, Adam lr 1e-3, 50 steps): :math:`\sigma_{max}(W/\hat\sigma)` reached
     1.07, at lr 1e-2 1.26, so the Lipschitz bound the seed relies on did not hold. The exact value costs one
     symmetric eigen-decomposition of the smaller Gram matrix (:math:`\sigma^2 = \lambda_{max}(W W^\top)`), a
-    few ms on a GPU for 2048×1536, keeps no state (no ``u``/``v`` buffers), and is differentiable.
+    few ms on a GPU for 2048×1536, and keeps no state (no ``u``/``v`` buffers). It is applied in ``forward``
+    rather than through ``torch.nn.utils.parametrize``, because parametrised modules cannot be pickled, and
+    sentence-transformers' multi-process encoding pickles the model.
     """
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        w = weight.float()  # linalg needs float32; bf16 weights are normalised in float32 and cast back
-        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (k, k), k = min(out, in)
-        sigma = torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12).sqrt()  # largest singular value
-        return (w / sigma).to(weight.dtype)
-
-
-def _spectral_linear(in_features: int, out_features: int) -> nn.Linear:
-    layer = nn.Linear(in_features, out_features)
-    parametrize.register_parametrization(layer, "weight", ExactSpectralNorm())
-    return layer
+    w = weight.float()  # linalg needs float32; bf16 weights are normalised in float32 and cast back
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (k, k), k = min(out, in)
+    sigma = torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12).sqrt()  # largest singular value
+    return (w / sigma).to(weight.dtype)
 
 
 class StableProjection(Module):
@@ -46,7 +40,7 @@ class StableProjection(Module):
 
     ``mlp`` (UniRep §5.2, UniRep-M Defense 2): :math:`\mathbf{p} = W_2\,\operatorname{GELU}(W_1 \mathbf{c} + b_1) + b_2`
     with both weights spectrally normalised, :math:`W_{norm} = W / \sigma_{max}(W)` (exact
-    :math:`\sigma_{max}`, see :class:`ExactSpectralNorm`), and
+    :math:`\sigma_{max}`, see :func:`spectral_normalize`), and
     :meth:`orthogonality_penalty` :math:`= \lVert W_2 W_2^\top - I \rVert_F^2` for the loss to add
     (UniRep §5.2 "Orthogonal Regularization"). :math:`I` is :math:`D_{out} \times D_{out}` when
     :math:`D_{out} \le D_{hidden}`, else the penalty is taken on :math:`W_2^\top W_2`.
@@ -85,19 +79,21 @@ class StableProjection(Module):
             self.linear = nn.Linear(in_features, out_features, bias=False)
             self.norm = nn.LayerNorm(out_features)
         else:
-            self.fc1 = _spectral_linear(in_features, self.hidden_features)
+            self.fc1 = nn.Linear(in_features, self.hidden_features)  # raw W_1; normalised in forward
             self.act = nn.GELU()
-            self.fc2 = _spectral_linear(self.hidden_features, out_features)
+            self.fc2 = nn.Linear(self.hidden_features, out_features)  # raw W_2; normalised in forward
 
     def spectral_weights(self) -> list[torch.Tensor]:
         """The spectrally-normalised weights (empty in ``linear_layernorm`` mode)."""
-        return [self.fc1.weight, self.fc2.weight] if self.mode == "mlp" else []
+        if self.mode != "mlp":
+            return []
+        return [spectral_normalize(self.fc1.weight), spectral_normalize(self.fc2.weight)]
 
     def orthogonality_penalty(self) -> torch.Tensor:
         r""":math:`\lVert W W^\top - I \rVert_F^2` of the last layer (0 in ``linear_layernorm`` mode)."""
         if self.mode != "mlp":
             return torch.zeros((), device=self.linear.weight.device)
-        weight = self.fc2.weight  # (D_out, D_hidden)
+        weight = spectral_normalize(self.fc2.weight)  # (D_out, D_hidden)
         gram = weight @ weight.T if weight.shape[0] <= weight.shape[1] else weight.T @ weight  # (k, k)
         identity = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
         return ((gram - identity) ** 2).sum()
@@ -109,9 +105,8 @@ class StableProjection(Module):
         if self.mode == "linear_layernorm":
             projected = self.norm(self.linear(pooled))  # (batch, D_out)
         else:
-            # cached(): each normalised weight is computed once per forward even if read twice
-            with parametrize.cached():
-                projected = self.fc2(self.act(self.fc1(pooled)))  # (batch, D_out)
+            hidden = self.act(F.linear(pooled, spectral_normalize(self.fc1.weight), self.fc1.bias))  # (batch, D_h)
+            projected = F.linear(hidden, spectral_normalize(self.fc2.weight), self.fc2.bias)  # (batch, D_out)
         return {**features, "sentence_embedding": projected}
 
     def get_embedding_dimension(self) -> int:
