@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from sentence_transformers.base.modules import Transformer
 from transformers import AutoConfig, AutoProcessor
 
-from st_unirep.modules.processor import Qwen2VLImageTextProcessor
+from st_unirep.modules.processor import _HUB_KEYS, Qwen2VLImageTextProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ TASK_PREFIX_TOKENS: tuple[str, ...] = ("<text_pair>", "<instr>", "<ocr>", "<vqa_
 VISION_MODEL_TYPES = frozenset({"qwen2_vl"})
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".tif", ".webp")
 _MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize rejects anything wider than this
-_HUB_KEYS = ("subfolder", "token", "cache_dir", "revision", "local_files_only", "trust_remote_code")
 
 
 class _ProcessorLoader:

@@ -17,6 +17,8 @@ from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 logger = logging.getLogger(__name__)
 
+_HUB_KEYS = ("subfolder", "token", "cache_dir", "revision", "local_files_only", "trust_remote_code")
+
 
 class Qwen2VLImageTextProcessor(Qwen2VLProcessor):
     """``Qwen2VLProcessor`` without the (torchvision-only) video processor.
@@ -48,8 +50,9 @@ class Qwen2VLImageTextProcessor(Qwen2VLProcessor):
         torchvision. ``kwargs`` go to the image processor (e.g. ``min_pixels``, ``max_pixels``) and tokenizer.
         """
         image_kwargs = {k: kwargs.pop(k) for k in ("min_pixels", "max_pixels") if k in kwargs}
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KEYS if k in kwargs}  # where to load from: both need them
         # backend="pil": the default "torchvision" backend of the image processor needs torchvision too.
-        image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **image_kwargs)
+        image_processor = AutoImageProcessor.from_pretrained(path, backend="pil", **image_kwargs, **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         chat_template = getattr(tokenizer, "chat_template", None)
         return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
