@@ -27,6 +27,17 @@ class Preset:
     attn_implementation: str | None = None  # None = flash_attention_2 if installed on CUDA, else sdpa
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra kwargs for ST's Transformer
+    # --- losses (st_unirep.losses.build_loss reads these) ---
+    text_pair_weights: dict[str, float] = field(  # CalibratedTextPairLoss weights: UniRep KL + 10 MSE + 5 rank
+        default_factory=lambda: {"kl_weight": 1.0, "mse_weight": 10.0, "rank_weight": 5.0, "nce_weight": 0.0}
+    )
+    triplet_margins: str = "unirep-m"  # key of losses.MARGINS: per-task (margin, triplet weight)
+    uniformity: float = 0.1  # gamma of the uniformity regulariser (UniRep-M)
+    anti_collapse: float = 1.0  # lambda_ac (0 disables)
+    anti_collapse_variant: str = "max"  # "max" (UniRep-M Defense 4) or "mean" (ViUniEmbed)
+    orthogonality: float = 1e-4  # weight of ||W W^T - I||_F^2 (seeds give none; ~0.1 of the loss at init for 2B)
+    attention_entropy: float = 0.0  # weight of the pooling-entropy bonus (UniRep §5.1; seeds give none)
+    matryoshka_weighting: str = "quadratic"  # "quadratic" (UniRep-M) or "uniform" (ST's default)
 
     def with_overrides(self, **overrides: Any) -> Preset:
         """A copy with ``overrides`` applied; unknown names raise a ValueError listing the valid ones."""
@@ -58,9 +69,18 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # viPolyQwen: single-context attention pooling, Linear(no bias) -> LayerNorm, 1024-d, prefix tokens.
-    "vipolyqwen": Preset(pooling_mode="context", projection_mode="linear_layernorm", output_dim=1024),
-    # UniRep: multi-head attention pooling, spectrally-normalised MLP, 1024-d, prefix tokens.
-    "unirep": Preset(pooling_mode="multihead", projection_mode="mlp", output_dim=1024),
+    # Losses: text pairs NCE + MSE, margins 0.2 (0.3 and 1.5 for multi-turn), no anti-collapse or orthogonality.
+    "vipolyqwen": Preset(
+        pooling_mode="context",
+        projection_mode="linear_layernorm",
+        output_dim=1024,
+        text_pair_weights={"kl_weight": 0.0, "mse_weight": 1.0, "rank_weight": 0.0, "nce_weight": 1.0},
+        triplet_margins="vipolyqwen",
+        anti_collapse=0.0,
+        orthogonality=0.0,
+    ),
+    # UniRep: multi-head attention pooling, spectrally-normalised MLP, 1024-d, prefix tokens, entropy regulariser.
+    "unirep": Preset(pooling_mode="multihead", projection_mode="mlp", output_dim=1024, attention_entropy=0.01),
     # UniRep-M: UniRep at 2048-d with Matryoshka prefixes and the vision tower frozen.
     "unirep-m": Preset(
         pooling_mode="multihead",
@@ -76,6 +96,7 @@ PRESETS: dict[str, Preset] = {
         output_dim=2048,
         matryoshka_dims=(512, 768, 1024, 2048),
         prefix_tokens=(),
+        anti_collapse_variant="mean",
     ),
 }
 

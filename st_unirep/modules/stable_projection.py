@@ -27,8 +27,9 @@ def spectral_normalize(weight: torch.Tensor) -> torch.Tensor:
     sentence-transformers' multi-process encoding pickles the model.
     """
     w = weight.float()  # linalg needs float32; bf16 weights are normalised in float32 and cast back
-    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (k, k), k = min(out, in)
-    sigma = torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12).sqrt()  # largest singular value
+    with torch.autocast(device_type=w.device.type, enabled=False):  # autocast would make the Gram bf16
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (k, k), k = min(out, in)
+        sigma = torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12).sqrt()  # largest singular value
     return (w / sigma).to(weight.dtype)
 
 

@@ -81,3 +81,13 @@ def test_save_load_restores_weights(tmp_path, mode):
     loaded = StableProjection.load(str(tmp_path)).eval()
     x = {"sentence_embedding": torch.randn(4, 8)}
     assert torch.equal(projection(x)["sentence_embedding"], loaded(x)["sentence_embedding"])
+
+
+def test_spectral_norm_is_exact_under_bf16_autocast():
+    torch.manual_seed(0)
+    projection = StableProjection(64, 48, mode="mlp")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = projection.spectral_weights()
+    for weight in weights:
+        assert weight.dtype == torch.float32
+        assert torch.linalg.matrix_norm(weight.detach(), ord=2).item() == pytest.approx(1.0, abs=1e-5)

@@ -1,0 +1,57 @@
+"""What every st_unirep loss shares: one model call per input column, then maths on the embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def check_positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def check_batch(name: str, embeddings: list[Tensor], min_columns: int, min_batch: int = 2) -> None:
+    """Shape checks on the host (no GPU sync): enough columns, same batch size, an in-batch loss needs B >= 2."""
+    if len(embeddings) < min_columns:
+        raise ValueError(f"{name} expects at least {min_columns} input columns, got {len(embeddings)}")
+    batch = embeddings[0].shape[0]
+    if any(e.shape[0] != batch for e in embeddings):
+        raise ValueError(f"{name}: every column must have the same batch size, got {[e.shape[0] for e in embeddings]}")
+    if batch < min_batch:
+        raise ValueError(f"{name} compares samples within the batch and needs a batch of >= {min_batch}, got {batch}")
+
+
+class EmbeddingLoss(nn.Module):
+    """sentence-transformers' loss shape: ``forward`` embeds each column once; the maths is in
+    ``compute_loss_from_embeddings(embeddings, labels)`` so it can be tested on raw tensors.
+
+    Embeddings are L2-normalised here (a no-op for st_unirep models, which end in a normaliser; needed for any
+    other model and after a Matryoshka truncation).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def embed(self, sentence_features: Iterable[dict[str, Any]]) -> list[Tensor]:
+        return [F.normalize(self.model(features)["sentence_embedding"], p=2, dim=-1) for features in sentence_features]
+
+    def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
+        return self.compute_loss_from_embeddings(self.embed(sentence_features), labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.config_keys}
+
+    config_keys: list[str] = []

@@ -1,0 +1,167 @@
+"""Graded text pairs: make (cos + 1) / 2 a calibrated relevance score (viPolyQwen, UniRep, UniRep-M)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
+from st_unirep.losses._functional import symmetric_info_nce
+
+
+class CalibratedTextPairLoss(EmbeddingLoss):
+    r"""Task ``text_pair``: regress, distribution-match and rank the calibrated score against graded labels.
+
+    With :math:`p_i = (\cos(a_i, b_i) + 1)/2` and the label mapped to :math:`s_i = (y_i - lo)/(hi - lo) \in [0, 1]`:
+
+    .. math::
+        \mathcal{L} = w_{mse}\,\tfrac1B\textstyle\sum_i (p_i - s_i)^2
+            + w_{kl}\,\mathrm{KL}\big(\mathrm{softmax}(s/\tau_{kl}) \,\Vert\, \mathrm{softmax}(p/\tau_{kl})\big)
+            + w_{rank}\,\tfrac{1}{|P|}\textstyle\sum_{(i,j) \in P} \max(0, m - (p_i - p_j))
+            + w_{nce}\,\mathrm{InfoNCE}_{sym}(a, b; \tau)
+
+    where :math:`P = \{(i, j): s_i > s_j\}`.
+
+    - ``mse``: viPolyQwen :math:`\mathcal{L}_{MSE}`, UniRep :math:`\mathcal{L}_{score}`.
+    - ``kl``: UniRep-M §5.1 "soft distributions from similarity scores". Our reading: over the B pairs of the
+      batch, the target distribution is the softmax of the gold scores and the predicted one the softmax of the
+      calibrated scores, both at temperature :math:`\tau_{kl}` (the seed gives none; 0.1 by default).
+    - ``rank``: UniRep-M §5.1 with m = 0.15. The seed sums over pairs; we average over the ordered pairs
+      :math:`P` so that :math:`w_{rank}` means the same at every batch size (sum = mean × |P|).
+    - ``nce``: viPolyQwen's symmetric in-batch InfoNCE over the pairs, τ = 0.07.
+
+    Presets: viPolyQwen ``nce=1, mse=1``; UniRep / UniRep-M / ViUniEmbed ``kl=1, mse=10, rank=5``.
+
+    Args:
+        model: The SentenceTransformer.
+        score_range: ``(lo, hi)`` of the labels, e.g. ``(0, 5)`` for STS-B. Labels outside raise a ValueError.
+        mse_weight, kl_weight, rank_weight, nce_weight: Component weights; 0 disables a component.
+        kl_temperature: :math:`\tau_{kl}`.
+        rank_margin: :math:`m`.
+        nce_temperature: :math:`\tau` of the InfoNCE term.
+        gather_across_devices: Under DDP, the InfoNCE term sees the pairs of every rank. ``mse`` is per pair and
+            ``kl`` / ``rank`` compare the pairs of the local batch.
+
+    References:
+        - ../shared/seeds/003_*, 004_* (viPolyQwen §4.2), 000_* (UniRep), 001_* (UniRep-M §5.1).
+
+    Requirements:
+        Pairs with graded scores; batch size >= 2 when kl, rank or nce is on.
+
+    Inputs:
+        +---------------------------+--------------------------+
+        | Texts                     | Labels                   |
+        +===========================+==========================+
+        | (sentence1, sentence2)    | score in ``score_range`` |
+        +---------------------------+--------------------------+
+
+    Relations:
+        - ``CoSENTLoss`` / ``AnglELoss`` rank pairs by cosine but leave its scale free; this loss also pins the
+          scale (``mse``) so that (cos + 1)/2 reads as a relevance probability.
+        - ``CosineSimilarityLoss`` is the ``mse`` term on the raw cosine with labels in [-1, 1]... here in [0, 1].
+
+    Example:
+        ::
+
+            loss = CalibratedTextPairLoss(model, score_range=(0, 5), kl_weight=1, mse_weight=10, rank_weight=5)
+            # dataset columns: sentence1, sentence2, score
+    """
+
+    config_keys = [
+        "score_range",
+        "mse_weight",
+        "kl_weight",
+        "rank_weight",
+        "nce_weight",
+        "kl_temperature",
+        "rank_margin",
+        "nce_temperature",
+        "gather_across_devices",
+    ]
+
+    def __init__(
+        self,
+        model,
+        score_range: tuple[float, float] = (0.0, 1.0),
+        mse_weight: float = 10.0,
+        kl_weight: float = 1.0,
+        rank_weight: float = 5.0,
+        nce_weight: float = 0.0,
+        kl_temperature: float = 0.1,
+        rank_margin: float = 0.15,
+        nce_temperature: float = 0.07,
+        gather_across_devices: bool = False,
+    ) -> None:
+        super().__init__(model)
+        if len(score_range) != 2 or not float(score_range[0]) < float(score_range[1]):
+            raise ValueError(f"score_range must be (lo, hi) with lo < hi, got {score_range!r}")
+        for name, value in (
+            ("mse_weight", mse_weight),
+            ("kl_weight", kl_weight),
+            ("rank_weight", rank_weight),
+            ("nce_weight", nce_weight),
+            ("rank_margin", rank_margin),
+        ):
+            check_non_negative(name, value)
+        if mse_weight + kl_weight + rank_weight + nce_weight == 0:
+            raise ValueError("At least one of mse_weight, kl_weight, rank_weight, nce_weight must be > 0")
+        check_positive("kl_temperature", kl_temperature)
+        check_positive("nce_temperature", nce_temperature)
+        self.score_range = (float(score_range[0]), float(score_range[1]))
+        self.mse_weight, self.kl_weight, self.rank_weight, self.nce_weight = (
+            mse_weight,
+            kl_weight,
+            rank_weight,
+            nce_weight,
+        )
+        self.kl_temperature, self.rank_margin, self.nce_temperature = kl_temperature, rank_margin, nce_temperature
+        self.gather_across_devices = gather_across_devices
+
+    def target_scores(self, labels: Tensor | None) -> Tensor:
+        """Labels mapped to [0, 1]; None, NaN or out-of-range labels raise (one host sync for all checks)."""
+        if labels is None:
+            raise ValueError("CalibratedTextPairLoss needs a score label per pair (a 'score'/'label' column), got none")
+        lo, hi = self.score_range
+        labels = labels.float()
+        bad = torch.isnan(labels) | (labels < lo) | (labels > hi)
+        if bool(bad.any()):
+            values = labels[bad][:5].tolist()
+            raise ValueError(f"Labels must be numbers in score_range=[{lo}, {hi}]; got {values} (NaN or out of range)")
+        return (labels - lo) / (hi - lo)
+
+    def components(self, embeddings: list[Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+        """Each weighted component separately (for logging); their sum is the loss."""
+        in_batch = self.kl_weight > 0 or self.rank_weight > 0 or self.nce_weight > 0
+        check_batch(type(self).__name__, embeddings, min_columns=2, min_batch=2 if in_batch else 1)
+        a, b = embeddings[0], embeddings[1]
+        target = self.target_scores(labels).to(a.device)  # s, (B,)
+        predicted = ((a * b).sum(-1) + 1) / 2  # p, (B,)
+        out: dict[str, Tensor] = {}
+        if self.mse_weight:
+            out["mse"] = self.mse_weight * F.mse_loss(predicted, target)
+        if self.kl_weight:
+            log_q = F.log_softmax(predicted / self.kl_temperature, dim=0)  # predicted distribution, (B,)
+            log_t = F.log_softmax(target / self.kl_temperature, dim=0)  # target distribution, (B,)
+            out["kl"] = self.kl_weight * F.kl_div(log_q, log_t, reduction="sum", log_target=True)
+        if self.rank_weight:
+            ordered = target[:, None] > target[None, :]  # (B, B): s_i > s_j
+            hinge = F.relu(self.rank_margin - (predicted[:, None] - predicted[None, :]))  # (B, B)
+            out["rank"] = self.rank_weight * (hinge * ordered).sum() / ordered.sum().clamp_min(1)
+        if self.nce_weight:
+            out["nce"] = self.nce_weight * symmetric_info_nce(
+                a, b, self.nce_temperature, gather_across_devices=self.gather_across_devices
+            )
+        return out
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+        return torch.stack(list(self.components(embeddings, labels).values())).sum()
+
+    @property
+    def citation(self) -> str:
+        return "viPolyQwen / UniRep / UniRep-M seed drafts (../shared/seeds/); no published citation."
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return super().get_config_dict()

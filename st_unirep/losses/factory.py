@@ -1,0 +1,80 @@
+"""The loss stack of a preset for one task: task loss → (GradCache) → Matryoshka → regularisers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+from torch import nn
+
+from st_unirep.losses.cached_loss import CachedLoss
+from st_unirep.losses.calibrated_text_pair_loss import CalibratedTextPairLoss
+from st_unirep.losses.contrastive_triplet_loss import MARGINS, ContrastiveTripletLoss
+from st_unirep.losses.instruction_loss import InstructionLoss
+from st_unirep.losses.matryoshka_weights import quadratic_matryoshka_weights
+from st_unirep.losses.regularized_loss import RegularizedLoss
+from st_unirep.presets import Preset, get_preset
+
+TASKS = ("text_pair", "instr", "ocr", "vqa_single", "vqa_multi")
+
+
+def build_loss(
+    model: nn.Module,
+    task: str,
+    preset: str | Preset = "unirep",
+    *,
+    score_range: tuple[float, float] | None = None,
+    mini_batch_size: int | None = None,
+    gather_across_devices: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """``RegularizedLoss(MatryoshkaLoss(CachedLoss(task loss)))`` as the preset says, for ``task``.
+
+    Args:
+        model: The SentenceTransformer (its width bounds the Matryoshka dims).
+        task: One of ``TASKS``.
+        preset: A preset name or :class:`~st_unirep.presets.Preset`.
+        score_range: ``(lo, hi)`` of the text-pair labels (required for ``text_pair``).
+        mini_batch_size: Wrap the task loss in :class:`CachedLoss` with this mini-batch (None: no GradCache).
+        gather_across_devices: Cross-device negatives under DDP.
+        **overrides: Preset fields to override (e.g. ``uniformity=0``).
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}")
+    config = preset if isinstance(preset, Preset) else get_preset(preset)
+    width = model.get_embedding_dimension()
+    # A model built with output_dim=w has the preset's Matryoshka dims scaled to w (Preset.with_overrides).
+    config = config.with_overrides(**{"output_dim": width, **overrides})
+    if task == "text_pair":
+        if score_range is None:
+            raise ValueError("task 'text_pair' needs score_range=(lo, hi) of its labels, e.g. (0, 5) for STS-B")
+        loss = CalibratedTextPairLoss(
+            model, score_range, gather_across_devices=gather_across_devices, **config.text_pair_weights
+        )
+    elif task == "instr":
+        loss = InstructionLoss(model, gather_across_devices=gather_across_devices)
+    else:
+        margin, triplet_weight = MARGINS[config.triplet_margins][task]
+        loss = ContrastiveTripletLoss(
+            model, margin=margin, triplet_weight=triplet_weight, gather_across_devices=gather_across_devices
+        )
+    if mini_batch_size is not None:
+        loss = CachedLoss(loss, mini_batch_size=mini_batch_size)
+
+    dims = config.matryoshka_dims
+    if dims:
+        if config.matryoshka_weighting not in ("quadratic", "uniform"):
+            raise ValueError(
+                f"matryoshka_weighting must be 'quadratic' or 'uniform', got {config.matryoshka_weighting!r}"
+            )
+        weights = quadratic_matryoshka_weights(dims) if config.matryoshka_weighting == "quadratic" else None
+        loss = MatryoshkaLoss(model, loss, dims, weights)
+    return RegularizedLoss(
+        model,
+        loss,
+        uniformity=config.uniformity,
+        anti_collapse=config.anti_collapse,
+        anti_collapse_variant=config.anti_collapse_variant,
+        orthogonality=config.orthogonality,
+        attention_entropy=0.0 if mini_batch_size is not None else config.attention_entropy,
+    )

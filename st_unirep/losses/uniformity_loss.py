@@ -1,0 +1,70 @@
+"""Uniformity on the hypersphere (Wang & Isola 2020; all seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from st_unirep.losses._base import EmbeddingLoss, check_batch, check_positive
+from st_unirep.losses._functional import off_diagonal
+
+
+def uniformity(embeddings: Tensor, t: float = 2.0) -> Tensor:
+    r""":math:`\log \mathbb{E}_{i \ne j} \exp(-t \lVert e_i - e_j \rVert^2)` of one ``(n, d)`` set, via logsumexp."""
+    sq_dist = torch.cdist(embeddings, embeddings).pow(2)  # (n, n)
+    values = -t * off_diagonal(sq_dist)  # (n (n - 1),)
+    return torch.logsumexp(values, dim=0) - math.log(values.numel())
+
+
+class UniformityLoss(EmbeddingLoss):
+    r""":math:`\mathcal{L}_{unif} = \log \mathbb{E}_{i \ne j} \exp(-t \lVert e_i - e_j \rVert^2)`, t = 2.
+
+    Computed within each input column and averaged over the columns: a column's rows are unrelated samples,
+    whereas row i of two columns is a positive pair that the task loss pulls together, so mixing the columns
+    would push positives apart (Wang & Isola also take it per side). 0 for a collapsed column, lower is more
+    uniform (two antipodal points: :math:`-4t`).
+
+    Args:
+        model: The SentenceTransformer.
+        t: The kernel's :math:`t` (> 0).
+
+    References:
+        Wang & Isola, "Understanding Contrastive Representation Learning through Alignment and Uniformity on the
+        Hypersphere", ICML 2020; all seeds (../shared/seeds/).
+
+    Inputs:
+        +------------------+--------+
+        | Texts / images   | Labels |
+        +==================+========+
+        | any columns      | none   |
+        +------------------+--------+
+
+    Example:
+        ::
+
+            loss = RegularizedLoss(model, task_loss, uniformity=0.1)  # the usual way to use it
+    """
+
+    config_keys = ["t"]
+
+    def __init__(self, model, t: float = 2.0) -> None:
+        super().__init__(model)
+        check_positive("t", t)
+        self.t = t
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        check_batch(type(self).__name__, embeddings, min_columns=1)
+        return torch.stack([uniformity(column, self.t) for column in embeddings]).mean()
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{wang2020understanding,
+    title={Understanding Contrastive Representation Learning through Alignment and Uniformity on the Hypersphere},
+    author={Wang, Tongzhou and Isola, Phillip},
+    booktitle={ICML},
+    year={2020}
+}
+"""

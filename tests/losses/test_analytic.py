@@ -1,0 +1,153 @@
+"""Hand-computed values of every loss component against the seeds' formulas (raw tensors, no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from st_unirep.losses import (
+    AntiCollapseLoss,
+    CalibratedTextPairLoss,
+    ContrastiveTripletLoss,
+    InstructionLoss,
+    UniformityLoss,
+    quadratic_matryoshka_weights,
+)
+from st_unirep.losses._functional import symmetric_info_nce
+from st_unirep.losses.regularized_loss import attention_entropy
+
+E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+
+
+def _pairs():
+    """Anchors all e1; partners e1, e2, -e1: cosines 1, 0, -1 -> calibrated p = 1, 0.5, 0."""
+    return [torch.stack([E1, E1, E1]), torch.stack([E1, E2, -E1])]
+
+
+@pytest.mark.parametrize("batch", [2, 3, 8])
+def test_info_nce_of_identical_embeddings_is_log_batch(batch):
+    same = F.normalize(torch.ones(batch, 4), dim=-1)
+    assert symmetric_info_nce(same, same, 0.07).item() == pytest.approx(math.log(batch), rel=1e-6)
+    # with one explicit negative per row, the anchor side has 2B candidates
+    value = symmetric_info_nce(same, same, 0.07, [same]).item()
+    assert value == pytest.approx((math.log(2 * batch) + math.log(batch)) / 2, rel=1e-6)
+
+
+def test_text_pair_mse():
+    loss = CalibratedTextPairLoss(None, score_range=(0, 5), mse_weight=1, kl_weight=0, rank_weight=0)
+    assert loss.compute_loss_from_embeddings(_pairs(), torch.tensor([5.0, 2.5, 0.0])).item() == pytest.approx(0.0)
+    # s = (0, 1, 0.5) against p = (1, 0.5, 0): ((1)^2 + 0.5^2 + 0.5^2) / 3
+    assert loss.compute_loss_from_embeddings(_pairs(), torch.tensor([0.0, 5.0, 2.5])).item() == pytest.approx(0.5)
+
+
+def test_text_pair_kl():
+    loss = CalibratedTextPairLoss(None, score_range=(0, 5), mse_weight=0, kl_weight=1, rank_weight=0)
+    p, s, tau = [1.0, 0.5, 0.0], [0.0, 1.0, 0.5], 0.1
+    target = [math.exp(x / tau) / sum(math.exp(y / tau) for y in s) for x in s]
+    predicted = [math.exp(x / tau) / sum(math.exp(y / tau) for y in p) for x in p]
+    expected = sum(t * math.log(t / q) for t, q in zip(target, predicted, strict=True))
+    value = loss.compute_loss_from_embeddings(_pairs(), torch.tensor([0.0, 5.0, 2.5])).item()
+    assert value == pytest.approx(expected, rel=1e-5)
+    # equal distributions -> 0
+    assert loss.compute_loss_from_embeddings(_pairs(), torch.tensor([5.0, 2.5, 0.0])).item() == pytest.approx(
+        0, abs=1e-6
+    )
+
+
+def test_text_pair_rank():
+    loss = CalibratedTextPairLoss(None, score_range=(0, 5), mse_weight=0, kl_weight=0, rank_weight=1)
+    # s = (0, 1, .5), p = (1, .5, 0); ordered pairs s_i > s_j: (1,0): .15 - (.5 - 1) = .65; (1,2): .15 - .5 -> 0;
+    # (2,0): .15 - (0 - 1) = 1.15; mean over the 3 pairs = 0.6
+    assert loss.compute_loss_from_embeddings(_pairs(), torch.tensor([0.0, 5.0, 2.5])).item() == pytest.approx(0.6)
+
+
+def test_text_pair_weights_and_nce():
+    labels = torch.tensor([0.0, 5.0, 2.5])
+    full = CalibratedTextPairLoss(None, score_range=(0, 5), mse_weight=10, kl_weight=1, rank_weight=5, nce_weight=2)
+    parts = full.components(_pairs(), labels)
+    assert parts["mse"].item() == pytest.approx(10 * 0.5)
+    assert parts["rank"].item() == pytest.approx(5 * 0.6)
+    assert parts["nce"].item() == pytest.approx(2 * symmetric_info_nce(*_pairs(), 0.07).item())
+    assert full.compute_loss_from_embeddings(_pairs(), labels).item() == pytest.approx(
+        sum(v.item() for v in parts.values())
+    )
+
+
+def test_contrastive_triplet_hand_computed():
+    a = torch.stack([E1, E2, F.normalize(E1 + E2, dim=0)])
+    p = torch.stack([E1, F.normalize(E1 + E2, dim=0), E2])
+    tau, m = 0.5, 0.2
+    loss = ContrastiveTripletLoss(None, temperature=tau, margin=m, triplet_weight=1.0)
+    s = a @ p.T  # S_ij
+    hinge = []
+    for i in range(3):
+        hardest = max(s[i, j].item() for j in range(3) if j != i)
+        hinge.append(max(0.0, hardest / tau - s[i, i].item() / tau + m))
+    parts = loss.components([a, p])
+    assert parts["triplet"].item() == pytest.approx(sum(hinge) / 3, rel=1e-6)
+    logits = s / tau
+    forward = -sum(logits[i, i] - torch.logsumexp(logits[i], 0) for i in range(3)) / 3
+    backward = -sum(logits[i, i] - torch.logsumexp(logits[:, i], 0) for i in range(3)) / 3
+    assert parts["nce"].item() == pytest.approx(((forward + backward) / 2).item(), rel=1e-6)
+
+
+def test_contrastive_triplet_uses_explicit_negatives():
+    a = torch.stack([E1, E2])
+    p = torch.stack([E1, E2])
+    hard_negative = torch.stack([E1, E2])  # identical to the positives: hardest similarity = 1
+    loss = ContrastiveTripletLoss(None, temperature=1.0, margin=0.2)
+    assert loss.components([a, p])["triplet"].item() == pytest.approx(0.0)  # 0 - 1 + .2 < 0
+    assert loss.components([a, p, hard_negative])["triplet"].item() == pytest.approx(0.2)
+
+
+def test_instruction_loss_hand_computed():
+    a = torch.stack([E1, E2])
+    b = torch.stack([E1, F.normalize(E1 + E2, dim=0)])
+    loss = InstructionLoss(None, temperature=0.07, cos_weight=2.0)
+    parts = loss.components([a, b])
+    assert parts["cos"].item() == pytest.approx(2.0 * ((0 + (1 - 1 / math.sqrt(2))) / 2))
+    assert parts["nce"].item() == pytest.approx(symmetric_info_nce(a, b, 0.07).item())
+
+
+def test_uniformity_hand_computed():
+    loss = UniformityLoss(None, t=2.0)
+    # two antipodal points: ||e1 - e2||^2 = 4 -> log exp(-8) = -8
+    assert loss.compute_loss_from_embeddings([torch.stack([E1, -E1])]).item() == pytest.approx(-8.0)
+    # e1, e2, -e1: squared distances 2, 4, 2 (each twice) -> log((2 e^-4 + 2 e^-8 + 2 e^-4) / 6)
+    expected = math.log((4 * math.exp(-4) + 2 * math.exp(-8)) / 6)
+    assert loss.compute_loss_from_embeddings([torch.stack([E1, E2, -E1])]).item() == pytest.approx(expected, rel=1e-6)
+    # collapse -> 0; columns are averaged
+    assert loss.compute_loss_from_embeddings([torch.stack([E1, E1])]).item() == pytest.approx(0.0, abs=1e-6)
+    two = loss.compute_loss_from_embeddings([torch.stack([E1, -E1]), torch.stack([E1, E1])]).item()
+    assert two == pytest.approx(-4.0)
+
+
+def test_anti_collapse_hand_computed():
+    close = F.normalize(torch.tensor([0.99, math.sqrt(1 - 0.99**2)]), dim=0)  # cos(e1, close) = 0.99
+    x = torch.stack([E1, close, torch.tensor([0.0, -1.0])])
+    s01 = 0.99
+    mean = AntiCollapseLoss(None, weight=2.0, variant="mean")
+    assert mean.compute_loss_from_embeddings([x]).item() == pytest.approx(2.0 * 2 * (s01 - 0.95) / 6, rel=1e-4)
+    hardest = AntiCollapseLoss(None, variant="max")
+    assert hardest.compute_loss_from_embeddings([x]).item() == pytest.approx(10 * (s01 - 0.95), rel=1e-4)
+    spread = torch.stack([E1, E2, -E1])
+    assert mean.compute_loss_from_embeddings([spread]).item() == 0.0
+
+
+def test_attention_entropy_hand_computed():
+    attention = torch.tensor([[[0.5, 0.5, 0.0]], [[1.0, 0.0, 0.0]]])  # (batch 2, heads 1, seq 3)
+    assert attention_entropy(attention).item() == pytest.approx(math.log(2) / 2)
+
+
+def test_quadratic_matryoshka_weights():
+    weights = quadratic_matryoshka_weights((512, 768, 1024, 2048))
+    squares = [0.25**2, 0.375**2, 0.5**2, 1.0]
+    assert weights == pytest.approx([s / sum(squares) for s in squares])
+    assert weights == pytest.approx((0.0430, 0.0968, 0.1720, 0.6882), abs=1e-4)
+    assert sum(weights) == pytest.approx(1.0)
+    assert quadratic_matryoshka_weights((64, 16)) == pytest.approx((16 / 17, 1 / 17))
+    with pytest.raises(ValueError, match="positive ints"):
+        quadratic_matryoshka_weights((0, 64))
