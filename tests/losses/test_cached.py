@@ -33,7 +33,7 @@ def _compare(model, make_plain, make_cached, task):
     torch.testing.assert_close(cached_loss, plain_loss, rtol=1e-5, atol=1e-5)
     assert plain_grads.keys() == cached_grads.keys() and plain_grads
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("task", CACHEABLE)
