@@ -24,7 +24,8 @@ class AntiCollapseLoss(EmbeddingLoss):
     r"""``mean`` (ViUniEmbed): :math:`\lambda_{ac}\,\mathbb{E}_{i \ne j} \max(0, S_{ij} - \delta)`;
     ``max`` (UniRep-M Defense 4): :math:`\lambda_{ac} \max(0, 10\,(\max_{i \ne j} S_{ij} - \delta))`; δ = 0.95.
 
-    Within each column, averaged over columns (row i of two columns is a positive pair, meant to be close).
+    Within each column, averaged over columns: row i of two columns is a positive pair, which the task loss pulls
+    above δ (paraphrases, an image and its transcription), so penalising it would fight the task.
 
     Args:
         model: The SentenceTransformer.

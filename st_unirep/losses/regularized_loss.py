@@ -54,8 +54,8 @@ class RegularizedLoss(nn.Module):
             + \lambda_{orth}\,\lVert W W^\top - I \rVert_F^2 - \lambda_{ent}\,H(\alpha)
 
     - :math:`\mathcal{L}_{unif}` (:class:`UniformityLoss`, t = 2) and :math:`\mathcal{L}_{ac}`
-      (:class:`AntiCollapseLoss`, δ = 0.95, ``mean`` or ``max``) on the full-width embeddings of every column of
-      the batch, whatever the task; γ = 0.1 as in UniRep-M.
+      (:class:`AntiCollapseLoss`, δ = 0.95, ``mean`` or ``max``) on the full-width embeddings of the batch,
+      whatever the task (uniformity over all of them, anti-collapse within each column); γ = 0.1 as in UniRep-M.
     - orthogonality: the ``orthogonality_penalty()`` of every module that has one (``StableProjection`` in
       ``mlp`` mode), UniRep §5.2.
     - attention entropy: the mean entropy :math:`H` of the pooling weights that ``AttentionPooling`` writes to
@@ -143,10 +143,9 @@ class RegularizedLoss(nn.Module):
         terms: dict[str, Tensor] = {}
         if not columns:
             return terms
-        if self.uniformity:
-            values = [uniformity(c, self.uniformity_t) for c in columns]
-            terms["uniformity"] = self.uniformity * torch.stack(values).mean()
-        if self.anti_collapse:
+        if self.uniformity:  # over every embedding of the batch (UniformityLoss)
+            terms["uniformity"] = self.uniformity * uniformity(torch.cat(columns), self.uniformity_t)
+        if self.anti_collapse:  # within each column (AntiCollapseLoss)
             values = [anti_collapse(c, self.anti_collapse_threshold, self.anti_collapse_variant) for c in columns]
             terms["anti_collapse"] = self.anti_collapse * torch.stack(values).mean()
         return terms

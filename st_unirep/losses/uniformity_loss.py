@@ -21,10 +21,9 @@ def uniformity(embeddings: Tensor, t: float = 2.0) -> Tensor:
 class UniformityLoss(EmbeddingLoss):
     r""":math:`\mathcal{L}_{unif} = \log \mathbb{E}_{i \ne j} \exp(-t \lVert e_i - e_j \rVert^2)`, t = 2.
 
-    Computed within each input column and averaged over the columns: a column's rows are unrelated samples,
-    whereas row i of two columns is a positive pair that the task loss pulls together, so mixing the columns
-    would push positives apart (Wang & Isola also take it per side). 0 for a collapsed column, lower is more
-    uniform (two antipodal points: :math:`-4t`).
+    Taken over all embeddings of the batch, every column together, whatever the task (as the seeds apply it).
+    0 for a collapsed batch, lower is more uniform (two antipodal points: :math:`-4t`). Anti-collapse, by
+    contrast, is taken within columns (see :class:`AntiCollapseLoss`).
 
     Args:
         model: The SentenceTransformer.
@@ -55,8 +54,8 @@ class UniformityLoss(EmbeddingLoss):
         self.t = t
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        check_batch(type(self).__name__, embeddings, min_columns=1)
-        return torch.stack([uniformity(column, self.t) for column in embeddings]).mean()
+        check_batch(type(self).__name__, embeddings, min_columns=1, min_batch=1 if len(embeddings) > 1 else 2)
+        return uniformity(torch.cat(embeddings), self.t)
 
     @property
     def citation(self) -> str:

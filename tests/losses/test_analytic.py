@@ -119,10 +119,10 @@ def test_uniformity_hand_computed():
     # e1, e2, -e1: squared distances 2, 4, 2 (each twice) -> log((2 e^-4 + 2 e^-8 + 2 e^-4) / 6)
     expected = math.log((4 * math.exp(-4) + 2 * math.exp(-8)) / 6)
     assert loss.compute_loss_from_embeddings([torch.stack([E1, E2, -E1])]).item() == pytest.approx(expected, rel=1e-6)
-    # collapse -> 0; columns are averaged
+    # collapse -> 0; all columns together: [e1, -e1, e1, e1] has 6 ordered pairs at distance^2 4 and 6 at 0
     assert loss.compute_loss_from_embeddings([torch.stack([E1, E1])]).item() == pytest.approx(0.0, abs=1e-6)
     two = loss.compute_loss_from_embeddings([torch.stack([E1, -E1]), torch.stack([E1, E1])]).item()
-    assert two == pytest.approx(-4.0)
+    assert two == pytest.approx(math.log((1 + math.exp(-8)) / 2), rel=1e-6)
 
 
 def test_anti_collapse_hand_computed():
