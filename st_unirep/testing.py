@@ -101,6 +101,7 @@ def build_tiny_qwen2_vl(
     hidden_size: int = 32,
     num_hidden_layers: int = 2,
     vision_depth: int = 1,
+    vision_embed_dim: int = 32,
     vocab_size: int = 512,
     min_pixels: int = 56 * 56,
     max_pixels: int = 224 * 224,
@@ -117,6 +118,7 @@ def build_tiny_qwen2_vl(
         hidden_size: Text hidden size; 4 attention heads, so ``head_dim = hidden_size // 4``.
         num_hidden_layers: Decoder layers.
         vision_depth: Vision transformer blocks.
+        vision_embed_dim: Width of the vision transformer (4 heads).
         vocab_size: Size of the BPE vocabulary trained in-process (special tokens come on top).
         min_pixels: Image processor's lower pixel budget.
         max_pixels: Image processor's upper pixel budget (small, so CPU tests stay fast).
@@ -156,7 +158,7 @@ def build_tiny_qwen2_vl(
         },
         vision_config={
             "depth": vision_depth,
-            "embed_dim": 32,
+            "embed_dim": vision_embed_dim,
             "num_heads": 4,
             "mlp_ratio": 2,
             "hidden_size": hidden_size,

@@ -127,6 +127,10 @@ class RegularizedLoss(nn.Module):
         self.attention_entropy = attention_entropy
         self.uniformity_t = uniformity_t
         self._cached_terms: dict[str, Tensor] = {}
+        # Multiplies the task term; set by a dynamic task-weighting schedule (training.schedules.DynamicTaskWeighting).
+        self.task_weight = 1.0
+        self.last_task_loss: Tensor | None = None  # detached task term of the latest forward (for such schedules)
+        self.calls = 0
         self.uses_cache = uses_gradient_cache(loss)
         if self.uses_cache:
             if attention_entropy:
@@ -162,7 +166,7 @@ class RegularizedLoss(nn.Module):
         sentence_features = list(sentence_features)
         if self.uses_cache:
             self._cached_terms = {}
-            task = self.loss(sentence_features, labels)
+            task = self._weighted(self.loss(sentence_features, labels))
             return {"task": task, **self._cached_terms, **self.model_terms()}
 
         records: list[tuple[Tensor, Tensor | None]] = []
@@ -181,7 +185,11 @@ class RegularizedLoss(nn.Module):
         # Under MatryoshkaLoss the later calls return truncated copies: keep the full-width ones.
         width = max(embedding.shape[-1] for embedding, _ in records)
         full = [(embedding, attention) for embedding, attention in records if embedding.shape[-1] == width]
-        out = {"task": task, **self.embedding_terms([embedding for embedding, _ in full]), **self.model_terms()}
+        out = {
+            "task": self._weighted(task),
+            **self.embedding_terms([embedding for embedding, _ in full]),
+            **self.model_terms(),
+        }
         if self.attention_entropy:
             attentions = [attention for _, attention in full if attention is not None]
             if not attentions:
@@ -191,6 +199,11 @@ class RegularizedLoss(nn.Module):
             entropy = torch.stack([attention_entropy(a) for a in attentions]).mean()
             out["attention_entropy"] = -self.attention_entropy * entropy
         return out
+
+    def _weighted(self, task: Tensor) -> Tensor:
+        self.last_task_loss = task.detach()
+        self.calls += 1
+        return task if self.task_weight == 1.0 else self.task_weight * task
 
     def get_config_dict(self) -> dict[str, Any]:
         return {

@@ -214,7 +214,31 @@ class Backbone(Transformer):
             checked = [
                 item if message else self._to_message(item) for item, message in zip(checked, is_message, strict=True)
             ]
+        if prompt and "message" in self.modality_config:
+            # A task prefix goes at the start of the user's turn, as viPolyQwen prepends it to the input. ST would
+            # put it in a system message, replacing the chat template's default system prompt: training inputs
+            # would then differ from the prefix-free inference inputs in more than the prefix.
+            checked = [
+                self._prepend_to_user_turn(item if _is_messages(item) else self._to_message(item), prompt)
+                for item in checked
+            ]
+            prompt = None
         return super().preprocess(checked, prompt=prompt, **kwargs)
+
+    @staticmethod
+    def _prepend_to_user_turn(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
+        """``messages`` with ``prompt`` as the first text of the first user turn."""
+        out, done = [], False
+        for message in messages:
+            if not done and message.get("role") == "user":
+                content = message["content"]
+                if isinstance(content, str):
+                    content = prompt + content
+                else:
+                    content = [{"type": "text", "text": prompt}, *content]
+                message, done = {**message, "content": content}, True
+            out.append(message)
+        return out
 
     def _to_message(self, item: Any) -> list[dict[str, Any]]:
         """The chat messages ST itself renders for ``item`` when it is preprocessed on its own."""
@@ -240,6 +264,10 @@ class Backbone(Transformer):
         if _is_messages(item):
             return self._check_messages(item, item)
         if isinstance(item, dict) and item:
+            # None-valued keys are absent ones (rows that went through Arrow carry every key of the column).
+            item = {key: value for key, value in item.items() if value is not None}
+            if not item:
+                raise ValueError("Input is a dict whose values are all None; expected 'text' and/or 'image'")
             unknown = set(item) - {"text", "image"}
             if unknown:
                 raise ValueError(
@@ -282,11 +310,12 @@ class Backbone(Transformer):
                 )
             parts = []
             for part in content:
-                if (
-                    isinstance(part, dict)
-                    and part.get("type") == "image"
-                    or (isinstance(part, dict) and "image" in part)
-                ):
+                if isinstance(part, dict):
+                    part = {key: value for key, value in part.items() if value is not None}  # Arrow fills None
+                is_image = isinstance(part, dict) and (
+                    part.get("type") == "image" or ("type" not in part and "image" in part)
+                )
+                if is_image:
                     if not self.is_vision_model:
                         raise ValueError(f"Input {_describe(original)} has an image but the backbone is text-only")
                     parts.append({**part, "type": "image", "image": self._load_image(part.get("image"), original)})

@@ -1,0 +1,1 @@
+"""Training: JSONL data, the gradient-vaccine sampler, schedules, component clipping, health monitoring."""

@@ -1,0 +1,103 @@
+"""The training configuration: one dataclass, loaded from YAML and overridden from the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train/train.py`` needs. YAML keys and ``--flags`` have the field names."""
+
+    # --- model ---
+    backbone: str = "tiny"  # checkpoint folder or hub id; "tiny" builds the offline tiny Qwen2-VL in output_dir
+    preset: str = "unirep-m"  # vipolyqwen | unirep | unirep-m | viuniembed
+    output_dim: int | None = None  # embedding width (None: the preset's); Matryoshka dims scale with it
+    max_pixels: int | None = None  # image pixel budget (None: the preset's)
+    freeze_vision: bool | None = None  # None: the preset's (UniRep-M freezes the vision tower)
+    gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)
+    tiny_hidden_size: int = 64  # width of the "tiny" backbone
+    tiny_layers: int = 2  # decoder layers of the "tiny" backbone
+    # --- data ---
+    data: str | None = None  # folder of <task>.jsonl / <task>/ files; None: generate the built-in default set
+    score_range: list[float] = field(default_factory=lambda: [0.0, 5.0])  # range of text_pair scores
+    skip_invalid: bool = False  # skip (and count) invalid rows instead of failing on the first
+    # --- optimisation (viPolyQwen §4.3 for the Qwen2-VL presets) ---
+    output_dir: str = "output"  # the final model goes here; checkpoints in <output_dir>/checkpoints
+    num_train_epochs: float = 1.0  # epochs (ignored when max_steps > 0)
+    max_steps: int = -1  # optimizer steps (> 0 overrides num_train_epochs)
+    per_device_train_batch_size: int = 16  # batch per device and micro-step
+    gradient_accumulation_steps: int = 1  # micro-steps per optimizer step
+    mini_batch_size: int | None = None  # GradCache mini-batch (None: no caching)
+    learning_rate: float = 1e-4  # peak learning rate (AdamW)
+    warmup_ratio: float = 0.05  # linear warm-up share of the steps
+    lr_scheduler_type: str = "cosine"  # transformers scheduler name
+    weight_decay: float = 0.001  # AdamW weight decay
+    bf16: bool = False  # bf16 mixed precision (fp16 is refused: clipping needs unscaled gradients)
+    seed: int = 42  # seed of the model head, the data order and the vaccine draws
+    # --- batching: proportional | round_robin | vaccine ---
+    sampler: str = "vaccine"  # multi-task batch sampler
+    vaccine_epsilon: float = 0.02  # ε of p_v(t) = min(1, ε (1 + r)^t)
+    vaccine_rate: float = 0.05  # r of p_v(t)
+    # --- schedules ---
+    temperature_start: float = 0.1  # contrastive temperature at step 0
+    temperature_end: float = 0.07  # ... after temperature_steps
+    temperature_steps: int = 0  # cooling length (0: keep the losses' own temperature)
+    weight_warmup_steps: int = 0  # T_w: MSE / rank weights grow from 0 over this many steps (0: off)
+    dwa_temperature: float = 0.0  # > 0: dynamic task weights (DWA) with this temperature
+    dwa_period: int = 20  # steps per DWA period
+    # --- stability ---
+    clip_backbone: float = 1.0  # max grad norm of the backbone
+    clip_pooling: float = 5.0  # max grad norm of the attention pooling
+    clip_projection: float = 5.0  # max grad norm of the projection
+    health_every: int = 25  # steps between health checks
+    health_probe_size: int = 32  # (anchor, positive) pairs in the health probe
+    stop_on_collapse: bool = False  # stop when the p95 similarity exceeds 0.95
+    # --- bookkeeping ---
+    logging_steps: int = 5  # steps between log lines
+    save_steps: int = 0  # steps between checkpoints (0: only the final model)
+    save_total_limit: int | None = 2  # checkpoints kept
+    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "last" for the newest in output_dir
+    dataloader_num_workers: int = 0  # dataloader workers
+
+    def validate(self) -> None:
+        if self.sampler not in ("proportional", "round_robin", "vaccine"):
+            raise ValueError(f"sampler must be proportional, round_robin or vaccine, got {self.sampler!r}")
+        if len(self.score_range) != 2 or not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range must be [lo, hi] with lo < hi, got {self.score_range!r}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "health_every", "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.per_device_train_batch_size < 2:
+            raise ValueError("per_device_train_batch_size must be >= 2: the losses compare samples within a batch")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A ``TrainConfig`` from a YAML file (optional) and overrides; unknown keys raise a ValueError naming them."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {str(path)!r} does not exist")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(loaded).__name__}")
+        values.update(loaded)
+    values.update(overrides or {})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise ValueError(f"Unknown config field(s) {unknown}{where}; valid fields: {sorted(known)}")
+    config = TrainConfig(**values)
+    config.validate()
+    return config

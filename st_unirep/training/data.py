@@ -1,0 +1,225 @@
+"""The training data format (one JSON Lines file or folder per task) → a validated ``datasets.DatasetDict``.
+
+Rows per task (image paths are relative to the JSONL file; several images per sample are allowed)::
+
+    text_pair   {"sentence1": str, "sentence2": str, "score": number}        score within the configured range
+    instr       {"query": str, "positive": str}
+    ocr         {"images": [path, ...], "query"?: str, "positive": str, "negative"?: str}
+    vqa_single  {"images": [path, ...], "question": str, "answer": str, "negative"?: str}
+    vqa_multi   {"images": [path, ...], "conversation": [{"role": "user"|"assistant", "content": str}, ...],
+                 "answer": str, "negative"?: str}
+
+A data root holds ``<task>.jsonl`` or a folder ``<task>/`` of ``*.jsonl`` files for any subset of the tasks.
+Each task becomes one dataset whose columns are what the task's loss reads, in order:
+
+    text_pair   sentence1, sentence2, score
+    instr       query, positive
+    ocr         anchor {"text": query or None, "image": [abs paths]}, positive[, negative]
+    vqa_single  anchor {"text": question, "image": [abs paths]}, positive[, negative]
+    vqa_multi   anchor [chat messages, the images in the first user turn], positive[, negative]
+
+Images stay paths (decoded by the model's ``Backbone`` at batch time), so a corpus of images is never held in
+RAM; each path is checked to exist when the data is loaded. Every bad row raises a ``DataError`` naming file,
+line, field and what was expected, unless ``skip_invalid=True``, which skips and counts them (``LoadReport``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("text_pair", "instr", "ocr", "vqa_single", "vqa_multi")
+IMAGE_TASKS = frozenset({"ocr", "vqa_single", "vqa_multi"})
+
+
+class DataError(ValueError):
+    """A bad training row: ``file:line: field: what was expected, what was found``."""
+
+    def __init__(self, path: str | os.PathLike, line: int, field_name: str, message: str) -> None:
+        self.path, self.line, self.field = str(path), line, field_name
+        super().__init__(f"{path}:{line}: field {field_name!r}: {message}")
+
+
+@dataclass
+class LoadReport:
+    """What a load kept and (with ``skip_invalid``) skipped, per task."""
+
+    rows: dict[str, int] = field(default_factory=dict)  # rows kept per task
+    skipped: dict[str, int] = field(default_factory=dict)  # invalid rows skipped per task
+    errors: list[str] = field(default_factory=list)  # the first messages of skipped rows (up to 20)
+
+
+def _text(row: dict, name: str, where: tuple[Path, int], required: bool = True) -> str | None:
+    value = row.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        found = "missing" if name not in row else f"{type(value).__name__} {value!r}"[:80]
+        raise DataError(*where, name, f"expected a non-empty string, got {found}")
+    return value
+
+
+def _images(row: dict, where: tuple[Path, int]) -> list[str]:
+    value = row.get("images")
+    if not isinstance(value, list) or not value:
+        raise DataError(*where, "images", f"expected a non-empty list of image paths, got {value!r}"[:160])
+    paths = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise DataError(*where, f"images[{index}]", f"expected an image path string, got {item!r}")
+        path = (where[0].parent / item).resolve()
+        if not path.is_file():
+            raise DataError(*where, f"images[{index}]", f"image file {str(path)!r} does not exist")
+        paths.append(str(path))
+    return paths
+
+
+def _conversation(row: dict, images: list[str], where: tuple[Path, int]) -> list[dict[str, Any]]:
+    turns = row.get("conversation")
+    if not isinstance(turns, list) or not turns:
+        raise DataError(
+            *where, "conversation", f"expected a non-empty list of {{role, content}} turns, got {turns!r}"[:160]
+        )
+    messages = []
+    for index, turn in enumerate(turns):
+        name = f"conversation[{index}]"
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant", "system"):
+            raise DataError(*where, f"{name}.role", f"expected 'user', 'assistant' or 'system', got {turn!r}"[:160])
+        content = turn.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise DataError(*where, f"{name}.content", f"expected a non-empty string, got {content!r}"[:160])
+        parts = [{"type": "text", "text": content, "image": None}]
+        messages.append({"role": turn["role"], "content": parts})
+    first_user = next((m for m in messages if m["role"] == "user"), None)
+    if first_user is None:
+        raise DataError(*where, "conversation", "expected at least one 'user' turn")
+    first_user["content"] = [{"type": "image", "text": None, "image": path} for path in images] + first_user["content"]
+    return messages
+
+
+def parse_row(task: str, row: Any, where: tuple[Path, int], score_range: tuple[float, float]) -> dict[str, Any]:
+    """Validate one decoded JSON row of ``task`` and return its dataset columns."""
+    if not isinstance(row, dict):
+        raise DataError(*where, "<row>", f"expected a JSON object, got {type(row).__name__}")
+    if task == "text_pair":
+        score = row.get("score")
+        lo, hi = score_range
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+            raise DataError(*where, "score", f"expected a number in [{lo}, {hi}], got {score!r}")
+        if not lo <= score <= hi:
+            raise DataError(*where, "score", f"expected a number in [{lo}, {hi}], got {score}")
+        return {
+            "sentence1": _text(row, "sentence1", where),
+            "sentence2": _text(row, "sentence2", where),
+            "score": float(score),
+        }
+    if task == "instr":
+        return {"query": _text(row, "query", where), "positive": _text(row, "positive", where)}
+    images = _images(row, where)
+    if task == "ocr":
+        columns = {
+            "anchor": {"text": _text(row, "query", where, required=False), "image": images},
+            "positive": _text(row, "positive", where),
+        }
+    elif task == "vqa_single":
+        columns = {
+            "anchor": {"text": _text(row, "question", where), "image": images},
+            "positive": _text(row, "answer", where),
+        }
+    elif task == "vqa_multi":
+        columns = {"anchor": _conversation(row, images, where), "positive": _text(row, "answer", where)}
+    else:
+        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}")
+    if "negative" in row:
+        columns["negative"] = _text(row, "negative", where)
+    return columns
+
+
+def _task_files(root: Path, task: str) -> list[Path]:
+    single, folder = root / f"{task}.jsonl", root / task
+    files = [single] if single.is_file() else []
+    if folder.is_dir():
+        files += sorted(folder.glob("*.jsonl"))
+    return files
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded row or the DataError of an undecodable line) for every non-empty line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, DataError(path, number, "<row>", f"invalid JSON ({error.msg} at column {error.colno})")
+
+
+def load_task_data(
+    root: str | os.PathLike,
+    score_range: tuple[float, float] = (0.0, 5.0),
+    skip_invalid: bool = False,
+    tasks: tuple[str, ...] = TASKS,
+) -> tuple[DatasetDict, LoadReport]:
+    """Read every task found under ``root`` into a ``DatasetDict`` (one dataset per task), validating every row.
+
+    Args:
+        root: Folder with ``<task>.jsonl`` files or ``<task>/`` folders of JSONL files.
+        score_range: Allowed range of ``text_pair`` scores.
+        skip_invalid: Skip (and count in the report) bad rows instead of raising on the first.
+        tasks: The tasks to look for.
+
+    Returns:
+        The ``DatasetDict`` and a :class:`LoadReport`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Training data folder {str(root)!r} does not exist")
+    report = LoadReport()
+    data = {}
+    for task in tasks:
+        files = _task_files(root, task)
+        if not files:
+            continue
+        rows, wheres, skipped = [], [], 0
+        for path in files:
+            for number, raw in _read_jsonl(path):
+                try:
+                    if isinstance(raw, DataError):
+                        raise raw
+                    rows.append(parse_row(task, raw, (path, number), score_range))
+                    wheres.append((path, number))
+                except DataError as error:
+                    if not skip_invalid:
+                        raise
+                    skipped += 1
+                    if len(report.errors) < 20:
+                        report.errors.append(str(error))
+        if rows:
+            with_negative = sum("negative" in r for r in rows)
+            if 0 < with_negative < len(rows):
+                first = next(i for i, r in enumerate(rows) if "negative" not in r)
+                raise DataError(
+                    *wheres[first],
+                    "negative",
+                    f"{with_negative} of {len(rows)} {task} rows have a negative: give one to every row "
+                    "of a task or to none (a batch needs the same columns)",
+                )
+            data[task] = Dataset.from_list(rows)
+        report.rows[task] = len(rows)
+        if skipped:
+            report.skipped[task] = skipped
+            logger.warning("%s: skipped %d invalid row(s) of %s", root, skipped, task)
+    if not data:
+        raise ValueError(f"No task data under {str(root)!r}: expected any of {[t + '.jsonl' for t in tasks]}")
+    return DatasetDict(data), report

@@ -1,0 +1,200 @@
+"""``run_training(config)``: the whole training job behind ``train/train.py``."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import os
+import random
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+from st_unirep.losses import build_loss
+from st_unirep.model import build_model
+from st_unirep.presets import get_preset
+from st_unirep.testing import build_tiny_qwen2_vl
+from st_unirep.training.clipping import ComponentClippingCallback
+from st_unirep.training.config import TrainConfig
+from st_unirep.training.data import IMAGE_TASKS, load_task_data
+from st_unirep.training.health import HealthMonitorCallback
+from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
+from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
+from st_unirep.training.synthetic import generate_default_data
+
+logger = logging.getLogger(__name__)
+
+# The columns a task's loss reads as inputs (the rest is the label).
+INPUT_COLUMNS = {"text_pair": ("sentence1", "sentence2"), "instr": ("query", "positive")}
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _resolve_checkpoint(config: TrainConfig, checkpoints: Path) -> str | None:
+    if config.resume_from_checkpoint in (None, ""):
+        return None
+    if config.resume_from_checkpoint == "last":
+        found = sorted(glob.glob(str(checkpoints / "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+        if not found:
+            raise FileNotFoundError(f"resume_from_checkpoint='last' but {checkpoints} has no checkpoint-* folder")
+        return found[-1]
+    if not Path(config.resume_from_checkpoint).is_dir():
+        raise FileNotFoundError(f"Checkpoint folder {config.resume_from_checkpoint!r} does not exist")
+    return config.resume_from_checkpoint
+
+
+def _health_probe(data, size: int, seed: int) -> list[tuple]:
+    """A fixed probe of (anchor, positive) pairs: an equal share of rows from every task."""
+    rng = random.Random(seed)
+    per_task = max(2, size // len(data))
+    probe = []
+    for name, dataset in data.items():
+        first, second = INPUT_COLUMNS.get(name, ("anchor", "positive"))
+        rows = rng.sample(range(len(dataset)), min(per_task, len(dataset)))
+        probe += [(dataset[i][first], dataset[i][second]) for i in rows]
+    return probe
+
+
+def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str | None]:
+    """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler and callbacks."""
+    if config.bf16 is False and torch.cuda.is_available():
+        logger.info("Training in fp32; pass --bf16 on GPUs that support it")
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoints = output / "checkpoints"
+
+    backbone = config.backbone
+    if backbone == "tiny":
+        backbone = build_tiny_qwen2_vl(
+            output / "tiny-backbone", hidden_size=config.tiny_hidden_size, num_hidden_layers=config.tiny_layers
+        )
+    data_root = Path(config.data) if config.data else output / "data"
+    if config.data is None and not (data_root / "ocr.jsonl").is_file():
+        generate_default_data(data_root, seed=0)
+    data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
+    logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
+
+    preset = get_preset(config.preset)
+    overrides = {}
+    if config.output_dim is not None:
+        overrides["output_dim"] = config.output_dim
+    if config.max_pixels is not None:
+        overrides["max_pixels"] = config.max_pixels
+    if config.freeze_vision is not None:
+        overrides["freeze_vision"] = config.freeze_vision
+    if config.gradient_checkpointing:
+        overrides["gradient_checkpointing"] = True
+    torch.manual_seed(config.seed)
+    model = build_model(backbone, config.preset, **overrides)
+    preset = preset.with_overrides(**overrides)
+    if config.lora_r > 0:
+        try:
+            from peft import LoraConfig
+        except ImportError as error:
+            raise ImportError("lora_r > 0 needs peft: pip install peft") from error
+        model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear"))
+
+    losses = {
+        task: build_loss(
+            model,
+            task,
+            preset,
+            score_range=tuple(config.score_range),
+            mini_batch_size=config.mini_batch_size,
+            gather_across_devices=_world_size() > 1,
+        )
+        for task in data
+    }
+    # Prefix-guided training (viPolyQwen §3.4): the task's prefix token on every input column, training only.
+    prompts = {}
+    if preset.prefix_tokens:
+        for task, dataset in data.items():
+            token = f"<{task}>"
+            if token in preset.prefix_tokens:
+                columns = INPUT_COLUMNS.get(task, tuple(c for c in dataset.column_names if c != "score"))
+                prompts[task] = {column: token for column in columns}
+
+    if config.sampler == "vaccine":
+        image_indices = [i for i, task in enumerate(data) if task in IMAGE_TASKS]
+        sampler = functools.partial(
+            GradientVaccineBatchSampler,
+            image_datasets=image_indices,
+            epsilon=config.vaccine_epsilon,
+            rate=config.vaccine_rate,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+        )
+    else:
+        sampler = config.sampler
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_grad_norm=0.0,  # component-wise clipping instead (ComponentClippingCallback)
+        bf16=config.bf16,
+        seed=config.seed,
+        data_seed=config.seed,
+        prompts=prompts or None,
+        multi_dataset_batch_sampler=sampler,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=max(config.save_steps, 1),
+        save_total_limit=config.save_total_limit,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=[],
+        disable_tqdm=False,
+        ddp_find_unused_parameters=True,  # frozen vision towers and per-task losses leave parameters unused
+    )
+    callbacks = [
+        ComponentClippingCallback(
+            {"backbone": config.clip_backbone, "pooling": config.clip_pooling, "projection": config.clip_projection}
+        ),
+        LossScheduleCallback(
+            losses,
+            temperature_start=config.temperature_start,
+            temperature_end=config.temperature_end,
+            temperature_steps=config.temperature_steps,
+            warmup_steps=config.weight_warmup_steps,
+        ),
+        HealthMonitorCallback(
+            _health_probe(data, config.health_probe_size, config.seed),
+            every=config.health_every,
+            dims=preset.matryoshka_dims,
+            stop_on_collapse=config.stop_on_collapse,
+        ),
+    ]
+    if config.sampler == "vaccine":
+        callbacks.append(VaccineCallback(config.vaccine_epsilon, config.vaccine_rate))
+    resume = _resolve_checkpoint(config, checkpoints)
+    if config.dwa_temperature > 0:
+        dwa = DynamicTaskWeighting(losses, temperature=config.dwa_temperature, period=config.dwa_period)
+        if resume:
+            dwa.load(resume)
+        callbacks.append(dwa)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=losses, callbacks=callbacks)
+    return trainer, resume
+
+
+def run_training(config: TrainConfig) -> Path:
+    """Train as ``config`` says, save the final model to ``config.output_dir`` and return that path."""
+    config.validate()
+    output = Path(config.output_dir)
+    trainer, resume = build_trainer(config)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        trainer.model.save(str(output))
+        (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
+    return output
+
+
+__all__ = ["build_trainer", "run_training"]

@@ -1,0 +1,107 @@
+"""The gradient vaccine (ViUniEmbed Defense 1): image batches phased in on an exponential schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
+from torch.utils.data import BatchSampler, ConcatDataset
+from transformers import TrainerCallback
+
+
+def vaccine_probability(step: int, epsilon: float = 0.02, rate: float = 0.05) -> float:
+    r""":math:`p_v(t) = \min(1, \varepsilon (1 + r)^t)`: the probability that the batch of optimizer step t comes
+    from an image task (ViUniEmbed: "annealed image batches")."""
+    return min(1.0, epsilon * (1.0 + rate) ** step)
+
+
+class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
+    r"""A multi-dataset batch sampler for ``SentenceTransformerTrainingArguments(multi_dataset_batch_sampler=...)``.
+
+    Each batch comes from an image task with probability :math:`p_v(t) = \min(1, \varepsilon(1+r)^t)`, else from
+    a text task; within the chosen kind, a task is picked in proportion to its number of batches (as ST's
+    ``ProportionalBatchSampler``), and a task that runs out starts a fresh shuffled pass.
+
+    ``t`` is the optimizer step that will consume the batch, computed from the batch's position and not from a
+    counter: batch ``k`` of epoch ``e`` is consumed at step ``(e · len(self) + k) // gradient_accumulation_steps``.
+    So the schedule is exact whatever the dataloader prefetches, across epochs, and after ``resume_from_checkpoint``
+    (the trainer calls ``set_epoch`` and skips the batches already seen; the draws are seeded by epoch).
+    ``VaccineCallback`` logs :math:`p_v(\text{state.global\_step})` next to it.
+
+    Args:
+        dataset, batch_samplers, generator, seed: As ST's ``MultiDatasetDefaultBatchSampler``.
+        image_datasets: Indices (in ``DatasetDict`` order) of the image tasks.
+        epsilon: :math:`\varepsilon` (0.02 in ViUniEmbed).
+        rate: :math:`r`, the growth per optimizer step.
+        gradient_accumulation_steps: Batches per optimizer step.
+    """
+
+    def __init__(
+        self,
+        dataset: ConcatDataset,
+        batch_samplers: list[BatchSampler],
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        *,
+        image_datasets: Sequence[int] = (),
+        epsilon: float = 0.02,
+        rate: float = 0.05,
+        gradient_accumulation_steps: int = 1,
+    ) -> None:
+        super().__init__(dataset, batch_samplers, generator, seed)
+        if not 0 < epsilon <= 1:
+            raise ValueError(f"vaccine epsilon must be in (0, 1], got {epsilon!r}")
+        if rate < 0:
+            raise ValueError(f"vaccine rate must be >= 0, got {rate!r}")
+        unknown = [i for i in image_datasets if not 0 <= i < len(batch_samplers)]
+        if unknown:
+            raise ValueError(f"image_datasets {unknown} are not dataset indices (0..{len(batch_samplers) - 1})")
+        self.image_datasets = sorted(set(image_datasets))
+        self.text_datasets = [i for i in range(len(batch_samplers)) if i not in self.image_datasets]
+        self.epsilon, self.rate = epsilon, rate
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        # A generator of our own: the trainer's is shared with (and re-seeded by) the per-dataset batch samplers.
+        self._rng = torch.Generator()
+
+    def step_of_batch(self, batch_index: int) -> int:
+        """The optimizer step that consumes batch ``batch_index`` of the current epoch."""
+        return (self.epoch * len(self) + batch_index) // self.gradient_accumulation_steps
+
+    def _pick(self, candidates: list[int]) -> int:
+        weights = torch.tensor([float(max(1, len(self.batch_samplers[i]))) for i in candidates])
+        return candidates[int(torch.multinomial(weights, 1, generator=self._rng))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self._rng.manual_seed(self.seed + 7919 * (self.epoch + 1))
+        offsets = [0]
+        for dataset in self.dataset.datasets[:-1]:
+            offsets.append(offsets[-1] + len(dataset))
+        iterators = [iter(sampler) for sampler in self.batch_samplers]
+        for batch_index in range(len(self)):
+            use_image = bool(self.image_datasets) and (
+                not self.text_datasets
+                or float(torch.rand(1, generator=self._rng))
+                < vaccine_probability(self.step_of_batch(batch_index), self.epsilon, self.rate)
+            )
+            chosen = self._pick(self.image_datasets if use_image else self.text_datasets)
+            try:
+                batch = next(iterators[chosen])
+            except StopIteration:  # this task ran out: a fresh shuffled pass over it
+                iterators[chosen] = iter(self.batch_samplers[chosen])
+                batch = next(iterators[chosen])
+            yield [index + offsets[chosen] for index in batch]
+
+    def __len__(self) -> int:
+        return sum(len(sampler) for sampler in self.batch_samplers)
+
+
+class VaccineCallback(TrainerCallback):
+    """Logs the vaccine probability at ``state.global_step`` as ``vaccine/p_image``."""
+
+    def __init__(self, epsilon: float, rate: float) -> None:
+        self.epsilon, self.rate = epsilon, rate
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs["vaccine/p_image"] = vaccine_probability(state.global_step, self.epsilon, self.rate)

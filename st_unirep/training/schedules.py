@@ -1,0 +1,145 @@
+"""Adaptive schedules (ViUniEmbed Defense 2): temperature cooling, loss-weight warm-up, dynamic task weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from torch import nn
+from transformers import TrainerCallback
+
+
+def cosine_interpolate(start: float, end: float, step: int, total: int) -> float:
+    """``start`` at step 0 to ``end`` at ``total`` (and after), along a half cosine."""
+    if total <= 0 or step >= total:
+        return end
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _losses_with(loss_modules: dict[str, nn.Module], attribute: str) -> list[tuple[nn.Module, str]]:
+    """Every (sub)module of the losses that has ``attribute``."""
+    found = []
+    for loss in loss_modules.values():
+        for module in loss.modules():
+            if hasattr(module, attribute):
+                found.append((module, attribute))
+    return found
+
+
+class LossScheduleCallback(TrainerCallback):
+    r"""Sets the losses' hyperparameters from ``state.global_step`` before every step (so resume is exact).
+
+    - temperature cooling: every ``temperature`` / ``nce_temperature`` goes from ``temperature_start`` (0.1) to
+      ``temperature_end`` (0.07) along a half cosine over ``temperature_steps``;
+    - weight warm-up: ``mse_weight`` and ``rank_weight`` (α, β) grow linearly from 0 to their configured values
+      over ``warmup_steps`` :math:`T_w`.
+
+    Args:
+        losses: The trainer's dict of losses (task → loss module).
+        temperature_start, temperature_end, temperature_steps: The cooling schedule (``temperature_steps=0``: off).
+        warmup_steps: :math:`T_w` (0: off).
+    """
+
+    def __init__(
+        self,
+        losses: dict[str, nn.Module],
+        temperature_start: float = 0.1,
+        temperature_end: float = 0.07,
+        temperature_steps: int = 0,
+        warmup_steps: int = 0,
+    ) -> None:
+        self.temperature_start, self.temperature_end = temperature_start, temperature_end
+        self.temperature_steps, self.warmup_steps = temperature_steps, warmup_steps
+        self.temperatures = _losses_with(losses, "temperature") + _losses_with(losses, "nce_temperature")
+        self.weights = [
+            (m, a, getattr(m, a)) for m, a in _losses_with(losses, "mse_weight") + _losses_with(losses, "rank_weight")
+        ]
+
+    def values_at(self, step: int) -> dict[str, float]:
+        temperature = cosine_interpolate(self.temperature_start, self.temperature_end, step, self.temperature_steps)
+        scale = 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
+        return {"temperature": temperature, "weight_scale": scale}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        values = self.values_at(state.global_step)
+        if self.temperature_steps > 0:
+            for module, attribute in self.temperatures:
+                setattr(module, attribute, values["temperature"])
+        for module, attribute, target in self.weights:
+            setattr(module, attribute, target * values["weight_scale"])
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            values = self.values_at(state.global_step)
+            logs.update(
+                {"schedule/temperature": values["temperature"], "schedule/weight_scale": values["weight_scale"]}
+            )
+
+
+class DynamicTaskWeighting(TrainerCallback):
+    r"""Dynamic Weight Averaging (Liu et al. 2019), UniRep-M's "task weights adapt dynamically":
+    :math:`w_k \propto \exp(r_k / T)`, :math:`r_k = \bar L_k(t-1) / \bar L_k(t-2)`, normalised to sum to K, where
+    :math:`\bar L_k` is task k's mean loss over a period of ``period`` steps. Tasks whose loss falls slowly get more
+    weight. The weight multiplies the task term through ``RegularizedLoss.task_weight``; each step's task loss is
+    read from ``RegularizedLoss.last_task_loss``. Its state goes into every checkpoint (``dwa_state.json``) and
+    :meth:`load` restores it on resume.
+    """
+
+    state_file = "dwa_state.json"
+
+    def __init__(self, losses: dict[str, nn.Module], temperature: float = 2.0, period: int = 20) -> None:
+        if not temperature > 0 or period <= 0:
+            raise ValueError(f"DWA needs temperature > 0 and period > 0, got {temperature!r}, {period!r}")
+        self.losses, self.temperature, self.period = losses, temperature, period
+        self.sums: dict[str, float] = {k: 0.0 for k in losses}
+        self.counts: dict[str, int] = {k: 0 for k in losses}
+        self.seen: dict[str, int] = {k: 0 for k in losses}
+        self.history: list[dict[str, float]] = []  # mean loss per task of the last two periods
+        self.weights: dict[str, float] = {k: 1.0 for k in losses}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for task, loss in self.losses.items():
+            calls = getattr(loss, "calls", 0)
+            if calls != self.seen[task] and getattr(loss, "last_task_loss", None) is not None:
+                self.sums[task] += float(loss.last_task_loss)
+                self.counts[task] += 1
+                self.seen[task] = calls
+        if state.global_step % self.period:
+            return
+        means = {k: self.sums[k] / self.counts[k] for k in self.losses if self.counts[k]}
+        self.sums = {k: 0.0 for k in self.losses}
+        self.counts = {k: 0 for k in self.losses}
+        if len(means) == len(self.losses):
+            self.history = (self.history + [means])[-2:]
+        if len(self.history) == 2:
+            ratios = {k: self.history[1][k] / max(self.history[0][k], 1e-12) for k in self.losses}
+            exps = {k: math.exp(r / self.temperature) for k, r in ratios.items()}
+            total = sum(exps.values())
+            self.weights = {k: len(exps) * e / total for k, e in exps.items()}
+        for task, loss in self.losses.items():
+            if hasattr(loss, "task_weight"):
+                loss.task_weight = self.weights[task]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs.update({f"task_weight/{k}": v for k, v in self.weights.items()})
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isdir(folder):
+            state_dict = {"sums": self.sums, "counts": self.counts, "history": self.history, "weights": self.weights}
+            with open(os.path.join(folder, self.state_file), "w") as handle:
+                json.dump(state_dict, handle)
+
+    def load(self, checkpoint: str) -> None:
+        """Restore the state saved in ``checkpoint`` (a no-op if it has none)."""
+        path = os.path.join(checkpoint, self.state_file)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                saved = json.load(handle)
+            self.sums, self.counts = saved["sums"], saved["counts"]
+            self.history, self.weights = saved["history"], saved["weights"]
+            for task, loss in self.losses.items():
+                if hasattr(loss, "task_weight"):
+                    loss.task_weight = self.weights[task]

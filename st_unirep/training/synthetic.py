@@ -1,0 +1,270 @@
+"""The built-in default training data: a small deterministic multi-task set generated offline in seconds.
+
+- ``ocr``: phrases (English, Vietnamese with diacritics, Chinese when a CJK font is installed, e.g. Debian's
+  ``fonts-noto-cjk``) rendered by PIL at random positions, sizes and colours; the positive is the phrase.
+- ``vqa_single`` / ``vqa_multi``: synthetic scenes of shapes with colours, counts and positions, questions in
+  English and Vietnamese, single- and multi-turn.
+- ``text_pair``: graded pairs from ``../shared/data/stsb_en/train.jsonl`` when present (scores 0–5), else
+  templated paraphrase pairs.
+- ``instr``: templated instruction → answer pairs.
+
+``heldout/ocr.jsonl`` renders the same phrases with a different seed, as images the training never saw, for the
+text → image retrieval check after training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
+
+LATIN_FONTS = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+]
+CJK_FONTS = [
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+]
+PHRASES_EN = [
+    "total amount",
+    "invoice",
+    "receipt",
+    "open daily",
+    "cash only",
+    "thank you",
+    "exit",
+    "menu",
+    "coffee",
+    "bakery",
+    "parking",
+    "pharmacy",
+    "hotel",
+    "bus stop",
+    "sale",
+    "closed",
+]
+PHRASES_VI = [
+    "tổng cộng",
+    "hóa đơn",
+    "cảm ơn",
+    "giảm giá",
+    "lối ra",
+    "nhà thuốc",
+    "cà phê sữa",
+    "bánh mì",
+    "khách sạn",
+    "đóng cửa",
+    "tiền mặt",
+    "thực đơn",
+    "bãi đỗ xe",
+    "trạm xe buýt",
+    "mở cửa",
+    "phở bò",
+]
+PHRASES_ZH = ["发票", "收据", "谢谢", "出口", "咖啡", "药店", "酒店", "停车场"]
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
+COLOURS_VI = {"red": "đỏ", "green": "xanh lá", "blue": "xanh dương", "yellow": "vàng"}
+SHAPES_VI = {"circle": "hình tròn", "square": "hình vuông", "triangle": "tam giác"}
+NUMBERS = {1: ("one", "một"), 2: ("two", "hai"), 3: ("three", "ba")}
+INSTRUCTIONS = [
+    ("What colour is a ripe banana?", "A ripe banana is yellow."),
+    ("Màu của quả chuối chín là gì?", "Quả chuối chín có màu vàng."),
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    ("Hình tam giác có mấy cạnh?", "Hình tam giác có ba cạnh."),
+    ("Find the total on a receipt.", "The total is the last amount printed on the receipt."),
+    ("Tìm tổng tiền trên hóa đơn.", "Tổng tiền là số cuối cùng in trên hóa đơn."),
+    ("What is the capital of Vietnam?", "Hanoi is the capital of Vietnam."),
+    ("Thủ đô của Việt Nam là gì?", "Hà Nội là thủ đô của Việt Nam."),
+    ("What do bees make?", "Bees make honey."),
+    ("Con ong làm ra gì?", "Con ong làm ra mật ong."),
+    ("Which shape has no corners?", "A circle has no corners."),
+    ("Hình nào không có góc?", "Hình tròn không có góc."),
+]
+
+
+def _font(paths: list[str], size: int) -> ImageFont.ImageFont | None:
+    for path in paths:
+        if Path(path).is_file():
+            return ImageFont.truetype(path, size)
+    return None
+
+
+def ocr_phrases() -> list[str]:
+    """The phrases rendered for OCR; Chinese only when a CJK font is installed."""
+    return PHRASES_EN + PHRASES_VI + (PHRASES_ZH if _font(CJK_FONTS, 20) else [])
+
+
+def render_text(text: str, rng: random.Random, size: tuple[int, int] = (224, 56)) -> Image.Image:
+    """``text`` on a light background, random font size, colour and position."""
+    background = tuple(rng.randint(225, 255) for _ in range(3))
+    image = Image.new("RGB", size, background)
+    cjk = any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    font_size = rng.randint(18, 26)
+    font = _font(CJK_FONTS if cjk else LATIN_FONTS, font_size) or ImageFont.load_default(size=font_size)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = rng.randint(0, max(0, size[0] - (right - left) - 2))
+    y = rng.randint(0, max(0, size[1] - (bottom - top) - 2)) - top
+    draw.text((x, y), text, fill=tuple(rng.randint(0, 90) for _ in range(3)), font=font)
+    return image
+
+
+def render_scene(rng: random.Random, size: tuple[int, int] = (168, 112)) -> tuple[Image.Image, dict]:
+    """Shapes of one colour and kind, 1–3 of them, on the left or the right half."""
+    colour, shape, count = rng.choice(list(COLOURS)), rng.choice(list(SHAPES_VI)), rng.randint(1, 3)
+    side = rng.choice(["left", "right"])
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    half = size[0] // 2
+    for index in range(count):
+        cx = (0 if side == "left" else half) + 14 + index * 24
+        cy = rng.randint(24, size[1] - 24)
+        box = (cx - 10, cy - 10, cx + 10, cy + 10)
+        if shape == "circle":
+            draw.ellipse(box, fill=COLOURS[colour])
+        elif shape == "square":
+            draw.rectangle(box, fill=COLOURS[colour])
+        else:
+            draw.polygon([(cx, cy - 10), (cx - 10, cy + 10), (cx + 10, cy + 10)], fill=COLOURS[colour])
+    return image, {"colour": colour, "shape": shape, "count": count, "side": side}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def _text_pairs(stsb: Path | None, count: int, rng: random.Random) -> list[dict]:
+    if stsb is not None and stsb.is_file():
+        rows = [json.loads(line) for line in stsb.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rng.shuffle(rows)
+        return [
+            {"sentence1": r["sentence1"], "sentence2": r["sentence2"], "score": float(r["score"])} for r in rows[:count]
+        ]
+    logger.warning("%s not found: generating templated text pairs instead of STS-B", stsb)
+    rows = []
+    for _ in range(count):
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(list(SHAPES_VI))
+        other = rng.choice([c for c in COLOURS if c != colour])
+        rows.append({"sentence1": f"A {colour} {shape}.", "sentence2": f"There is a {colour} {shape}.", "score": 5.0})
+        rows.append({"sentence1": f"A {colour} {shape}.", "sentence2": f"A {other} {shape}.", "score": 2.0})
+    return rows[:count]
+
+
+def generate_default_data(
+    root: str | Path,
+    *,
+    ocr_per_phrase: int = 6,
+    vqa_single: int = 96,
+    vqa_multi: int = 48,
+    text_pairs: int = 192,
+    heldout_per_phrase: int = 1,
+    stsb_path: str | Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write the default multi-task set under ``root`` (task JSONL files + ``images/``) and return ``root``.
+
+    Deterministic for a given ``seed``; about 3 s on a CPU. ``heldout/ocr.jsonl`` holds unseen renderings.
+    """
+    root = Path(root)
+    rng = random.Random(seed)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    phrases = ocr_phrases()
+
+    def save(image: Image.Image, name: str) -> str:
+        image.save(images / name)
+        return f"images/{name}"
+
+    ocr = []
+    for copy in range(ocr_per_phrase):
+        for index, phrase in enumerate(phrases):
+            path = save(render_text(phrase, rng), f"ocr_{index}_{copy}.png")
+            row = {"images": [path], "positive": phrase}
+            if copy % 2:
+                row["query"] = rng.choice(["What does the sign say?", "Văn bản trong ảnh là gì?"])
+            ocr.append(row)
+    _write(root / "ocr.jsonl", ocr)
+
+    heldout_rng = random.Random(seed + 10_000)
+    heldout = []
+    for copy in range(heldout_per_phrase):
+        for index, phrase in enumerate(phrases):
+            name = save(render_text(phrase, heldout_rng), f"heldout_{index}_{copy}.png")
+            heldout.append({"images": [f"../{name}"], "positive": phrase})  # paths are relative to heldout/
+    _write(root / "heldout" / "ocr.jsonl", heldout)
+
+    single = []
+    for index in range(vqa_single):
+        image, facts = render_scene(rng)
+        path = save(image, f"scene_{index}.png")
+        english = rng.random() < 0.5
+        kind = rng.choice(["colour", "count", "shape", "side"])
+        if kind == "colour":
+            q, a = (
+                ("What colour are the shapes?", facts["colour"])
+                if english
+                else ("Các hình có màu gì?", COLOURS_VI[facts["colour"]])
+            )
+        elif kind == "count":
+            q, a = (
+                ("How many shapes are there?", NUMBERS[facts["count"]][0])
+                if english
+                else ("Có bao nhiêu hình?", NUMBERS[facts["count"]][1])
+            )
+        elif kind == "shape":
+            q, a = (
+                ("Which shape is drawn?", facts["shape"]) if english else ("Đây là hình gì?", SHAPES_VI[facts["shape"]])
+            )
+        else:
+            q, a = (
+                ("On which side are the shapes?", facts["side"])
+                if english
+                else ("Các hình nằm ở bên nào?", "bên trái" if facts["side"] == "left" else "bên phải")
+            )
+        single.append({"images": [path], "question": q, "answer": a})
+    _write(root / "vqa_single.jsonl", single)
+
+    multi = []
+    for index in range(vqa_multi):
+        image, facts = render_scene(rng)
+        path = save(image, f"dialog_{index}.png")
+        multi.append(
+            {
+                "images": [path],
+                "conversation": [
+                    {"role": "user", "content": "What colour are the shapes?"},
+                    {"role": "assistant", "content": facts["colour"]},
+                    {"role": "user", "content": "And how many are there?"},
+                ],
+                "answer": f"{NUMBERS[facts['count']][0]} {facts['colour']} {facts['shape']}s",
+            }
+        )
+    _write(root / "vqa_multi.jsonl", multi)
+
+    default_stsb = Path(__file__).resolve().parents[3] / "shared" / "data" / "stsb_en" / "train.jsonl"
+    _write(root / "text_pair.jsonl", _text_pairs(Path(stsb_path) if stsb_path else default_stsb, text_pairs, rng))
+    _write(root / "instr.jsonl", [{"query": q, "positive": a} for q, a in INSTRUCTIONS] * 4)
+    return root
+
+
+def heldout_ocr_retrieval(model, data_root: str | Path, batch_size: int = 32) -> dict[str, float]:
+    """Text → image R@1 on ``<data_root>/heldout/ocr.jsonl`` (renderings the training never saw): each phrase must
+    retrieve its own image among all held-out images. Returns ``{"r@1", "chance", "n"}``."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in (Path(data_root) / "heldout" / "ocr.jsonl").read_text("utf-8").splitlines()]
+    folder = Path(data_root) / "heldout"
+    images = [str((folder / row["images"][0]).resolve()) for row in rows]
+    texts = [row["positive"] for row in rows]
+    image_embeddings = model.encode(images, batch_size=batch_size, normalize_embeddings=True)
+    text_embeddings = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    best = np.argmax(text_embeddings @ image_embeddings.T, axis=1)
+    return {"r@1": float(np.mean(best == np.arange(len(rows)))), "chance": 1.0 / len(rows), "n": len(rows)}
