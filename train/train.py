@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -48,8 +49,9 @@ def main(argv: list[str] | None = None) -> Path:
     overrides = {key: value for key, value in arguments.items() if value is not None}
     config = load_config(config_path, overrides)
     output = run_training(config)
-    print(f"Saved the trained model to {output.resolve()}")
-    print(f"Load it with: SentenceTransformer({str(output)!r}, trust_remote_code=True)")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"Saved the trained model to {output.resolve()}")
+        print(f"Load it with: SentenceTransformer({str(output)!r}, trust_remote_code=True)")
     return output
 
 

@@ -50,6 +50,7 @@ class TrainConfig:
     temperature_end: float = 0.07  # ... after temperature_steps
     temperature_steps: int = 0  # cooling length (0: keep the losses' own temperature)
     weight_warmup_steps: int = 0  # T_w: MSE / rank weights grow from 0 over this many steps (0: off)
+    triplet_warmup_steps: int | None = None  # warm-up of the hardest-negative triplet weight (None: T_w)
     dwa_temperature: float = 0.0  # > 0: dynamic task weights (DWA) with this temperature
     dwa_period: int = 20  # steps per DWA period
     # --- stability ---

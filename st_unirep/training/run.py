@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ from st_unirep.training.data import IMAGE_TASKS, load_task_data
 from st_unirep.training.health import HealthMonitorCallback
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
 from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
-from st_unirep.training.synthetic import generate_default_data
+from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,11 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     backbone = config.backbone
     if backbone == "tiny":
         backbone = build_tiny_qwen2_vl(
-            output / "tiny-backbone", hidden_size=config.tiny_hidden_size, num_hidden_layers=config.tiny_layers
+            output / "tiny-backbone",
+            hidden_size=config.tiny_hidden_size,
+            num_hidden_layers=config.tiny_layers,
+            vision_depth=2,
+            vision_embed_dim=config.tiny_hidden_size,
         )
     data_root = Path(config.data) if config.data else output / "data"
     if config.data is None and not (data_root / "ocr.jsonl").is_file():
@@ -165,6 +170,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
             temperature_end=config.temperature_end,
             temperature_steps=config.temperature_steps,
             warmup_steps=config.weight_warmup_steps,
+            triplet_warmup_steps=config.triplet_warmup_steps,
         ),
         HealthMonitorCallback(
             _health_probe(data, config.health_probe_size, config.seed),
@@ -194,6 +200,16 @@ def run_training(config: TrainConfig) -> Path:
     if trainer.is_world_process_zero():
         trainer.model.save(str(output))
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
+        (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
+        if config.data is None:  # the built-in data has a held-out OCR slice: report text -> image retrieval on it
+            result = heldout_ocr_retrieval(trainer.model, output / "data")
+            (output / "heldout_ocr.json").write_text(json.dumps(result), encoding="utf-8")
+            logger.info(
+                "Held-out OCR text->image R@1 = %.3f (chance %.3f, %d images never seen in training)",
+                result["r@1"],
+                result["chance"],
+                result["n"],
+            )
     return output
 
 

@@ -23,10 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 logger = logging.getLogger(__name__)
 
-LATIN_FONTS = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-]
+LATIN_MONO_FONTS = ["/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"]
 CJK_FONTS = [
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
@@ -102,17 +99,28 @@ def ocr_phrases() -> list[str]:
 
 
 def render_text(text: str, rng: random.Random, size: tuple[int, int] = (224, 56)) -> Image.Image:
-    """``text`` on a light background, random font size, colour and position."""
-    background = tuple(rng.randint(225, 255) for _ in range(3))
+    """``text`` in a monospace grid aligned to Qwen2-VL's 28-pixel visual tokens (14 px per Latin character, 28 per
+    CJK character), at a random cell of the image, with random ink and background shades.
+
+    Grid alignment keeps every visual token on the same characters from one rendering to the next, which makes
+    reading learnable for the tiny random backbone of the default job in a few minutes (free-floating text at
+    random sub-token offsets was not: held-out retrieval stayed at chance after 1,500 steps).
+    """
+    background = tuple(rng.randint(215, 255) for _ in range(3))
     image = Image.new("RGB", size, background)
-    cjk = any("\u4e00" <= ch <= "\u9fff" for ch in text)
-    font_size = rng.randint(18, 26)
-    font = _font(CJK_FONTS if cjk else LATIN_FONTS, font_size) or ImageFont.load_default(size=font_size)
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = rng.randint(0, max(0, size[0] - (right - left) - 2))
-    y = rng.randint(0, max(0, size[1] - (bottom - top) - 2)) - top
-    draw.text((x, y), text, fill=tuple(rng.randint(0, 90) for _ in range(3)), font=font)
+    latin = _font(LATIN_MONO_FONTS, 23) or ImageFont.load_default(size=23)
+    cjk = _font(CJK_FONTS, 26)
+    widths = [28 if ("\u4e00" <= ch <= "\u9fff") else 14 for ch in text]
+    total = sum(widths)
+    columns = max(0, (size[0] - total) // 28)
+    x = 28 * rng.randint(0, columns)
+    y = 28 * rng.randint(0, max(0, size[1] // 28 - 1))
+    ink = tuple(rng.randint(0, 80) for _ in range(3))
+    for ch, width in zip(text, widths, strict=True):
+        font = cjk if width == 28 and cjk is not None else latin
+        draw.text((x, y + 1), ch, fill=ink, font=font)
+        x += width
     return image
 
 
