@@ -101,7 +101,11 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
             from peft import LoraConfig
         except ImportError as error:
             raise ImportError("lora_r > 0 needs peft: pip install peft") from error
-        model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear"))
+        from peft import get_peft_model
+
+        # peft's own wrapper (not transformers' add_adapter): merge_and_unload() then gives a standalone checkpoint.
+        lora = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
+        model[0].model = get_peft_model(model[0].model, lora)
 
     losses = {
         task: build_loss(
@@ -147,6 +151,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         weight_decay=config.weight_decay,
         max_grad_norm=0.0,  # component-wise clipping instead (ComponentClippingCallback)
         bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         data_seed=config.seed,
         prompts=prompts or None,
@@ -198,6 +203,9 @@ def run_training(config: TrainConfig) -> Path:
     trainer, resume = build_trainer(config)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
+        if config.lora_r > 0:  # merge the adapters: the saved model stands alone (no base checkpoint needed)
+            backbone = trainer.model[0]
+            backbone.model = backbone.model.merge_and_unload()
         trainer.model.save(str(output))
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
         (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
