@@ -36,18 +36,12 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from st_unirep.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("text_pair", "instr", "ocr", "vqa_single", "vqa_multi")
 IMAGE_TASKS = frozenset({"ocr", "vqa_single", "vqa_multi"})
-
-
-class DataError(ValueError):
-    """A bad training row: ``file:line: field: what was expected, what was found``."""
-
-    def __init__(self, path: str | os.PathLike, line: int, field_name: str, message: str) -> None:
-        self.path, self.line, self.field = str(path), line, field_name
-        super().__init__(f"{path}:{line}: field {field_name!r}: {message}")
 
 
 @dataclass

@@ -7,35 +7,12 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from st_unirep.evaluation.metrics import embedding_health
+
 logger = logging.getLogger(__name__)
-
-
-def embedding_health(anchors: np.ndarray, positives: np.ndarray, dims: tuple[int, ...] = ()) -> dict[str, float]:
-    """Health statistics of paired unit embeddings ``(n, d)``.
-
-    - ``std``: the mean over dimensions of the per-dimension standard deviation (0 when collapsed);
-    - ``sim_p50`` / ``sim_p95``: quantiles of the cosine between different anchors (near 1 when collapsed);
-    - ``pos_neg_gap``: mean cos(anchor_i, positive_i) minus mean cos(anchor_i, positive_j), j ≠ i;
-    - ``mean_sim@d``: the mean cosine between different anchors on the renormalised first d dimensions.
-    """
-    n = anchors.shape[0]
-    off_diagonal = ~np.eye(n, dtype=bool)
-    sims = anchors @ anchors.T
-    cross = anchors @ positives.T
-    out = {
-        "std": float(anchors.std(axis=0).mean()),
-        "sim_p50": float(np.quantile(sims[off_diagonal], 0.5)),
-        "sim_p95": float(np.quantile(sims[off_diagonal], 0.95)),
-        "pos_neg_gap": float(np.diag(cross).mean() - cross[off_diagonal].mean()),
-    }
-    for dim in dims:
-        prefix = anchors[:, :dim] / np.maximum(np.linalg.norm(anchors[:, :dim], axis=1, keepdims=True), 1e-12)
-        out[f"mean_sim@{dim}"] = float((prefix @ prefix.T)[off_diagonal].mean())
-    return out
 
 
 class HealthMonitorCallback(TrainerCallback):

@@ -5,9 +5,9 @@ import types
 import numpy as np
 import pytest
 
+from st_unirep.evaluation.metrics import embedding_health
 from st_unirep.losses import CalibratedTextPairLoss, ContrastiveTripletLoss
 from st_unirep.training.config import load_config
-from st_unirep.training.health import embedding_health
 from st_unirep.training.schedules import LossScheduleCallback, cosine_interpolate
 
 

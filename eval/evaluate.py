@@ -1,0 +1,51 @@
+"""Evaluate a model on every dataset of a data folder: ``python eval/evaluate.py --model PATH [--data ROOT]
+[--split dev] [--output DIR] [--truncate_dims D ...]``.
+
+Writes ``DIR/results.json``, ``DIR/report.md``, ``DIR/reliability.png`` and ``DIR/matryoshka.png``. Works for
+st_unirep models and plain sentence-transformers models alike (baselines go through the same code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
+from st_unirep.evaluation.report import write_report  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model folder or id (st_unirep or any sentence-transformers)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="data root (default: ../shared/data)")
+    parser.add_argument("--split", default="dev", help="split to evaluate (dev; a test split has the same files)")
+    parser.add_argument("--output", default="eval_output", help="folder for results.json, report.md and plots")
+    parser.add_argument("--truncate_dims", type=int, nargs="*", default=None, help="Matryoshka widths to evaluate")
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = SentenceTransformer(args.model, trust_remote_code=True)
+    results, artifacts = evaluate(model, args.data, args.split, args.truncate_dims, args.batch_size)
+    results["_meta"]["model"] = args.model
+    report = write_report(results, artifacts, args.output, args.model)
+    summary = {
+        name: {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}
+        for name, r in results.items()
+        if name != "_meta"
+    }
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
+    print(f"Report: {report}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, readers for the shared data layouts, the evaluation run and its report."""

@@ -1,0 +1,111 @@
+"""``evaluate(model, root, split, ...)``: every metric of every dataset found, at full width and each truncation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from st_unirep.evaluation import metrics
+from st_unirep.evaluation.datasets import PairData, RetrievalData, discover
+
+logger = logging.getLogger(__name__)
+
+
+def default_dims(width: int) -> list[int]:
+    """512/768/1024 under a 2048-d model (and every such dim below the width); width/4 and width/2 otherwise."""
+    standard = [d for d in (512, 768, 1024, 2048) if d < width]
+    return standard if width >= 1024 else sorted({max(1, width // 4), max(1, width // 2)} - {width})
+
+
+def _supports_images(model) -> bool:
+    return "image" in getattr(model, "modalities", ["text"])
+
+
+def _encode(model, items: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    return model.encode(
+        items, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
+    )
+
+
+def _pair_metrics(data: PairData, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
+    cosines = (a * b).sum(axis=1)
+    gold = np.asarray(data.gold)
+    predicted = metrics.calibrated(cosines)
+    if data.kind == "graded":
+        lo, hi = data.score_range
+        target = (gold - lo) / (hi - lo)
+        out = metrics.correlation(cosines, gold) | metrics.calibration(predicted, target)
+        return out, {"reliability": metrics.reliability_curve(predicted, target)}
+    out = metrics.binary(cosines, gold) | metrics.calibration(predicted, gold)
+    return out, {"thresholds": metrics.threshold_table(predicted, gold)}
+
+
+def _retrieval_metrics(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    scores = q @ c.T
+    if not data.image_corpus:
+        return metrics.retrieval(scores, data.relevant)
+    forward = metrics.retrieval(scores, data.relevant)
+    backward_relevant = [set() for _ in range(c.shape[0])]
+    for query, relevant in enumerate(data.relevant):
+        for item in relevant:
+            backward_relevant[item].add(query)
+    backward = metrics.retrieval(scores.T, backward_relevant)
+    return {f"t2i_{k}": v for k, v in forward.items()} | {f"i2t_{k}": v for k, v in backward.items()}
+
+
+def evaluate(
+    model,
+    root: str | Path,
+    split: str = "dev",
+    dims: list[int] | None = None,
+    batch_size: int = 32,
+    show_progress_bar: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate ``model`` (an st_unirep or any sentence-transformers model) on every dataset under ``root``.
+
+    Returns ``(results, artifacts)``: ``results[name]`` maps metric keys to values at full width, plus
+    ``results[name]["dim_<d>"]`` for each truncation and ``results[name]["health"]``; ``results["_meta"]`` has the
+    model, split, dims and time. ``artifacts`` holds the reliability curves and threshold tables for the report.
+    """
+    start = time.time()
+    width = model.get_embedding_dimension()
+    dims = [d for d in (default_dims(width) if dims is None else dims) if d < width]
+    results: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    for data in discover(root, split):
+        if isinstance(data, RetrievalData) and data.image_corpus and not _supports_images(model):
+            logger.info("Skipping %s: the model has no image modality", data.name)
+            continue
+        logger.info("Evaluating %s (%s)", data.name, data.kind)
+        if isinstance(data, PairData):
+            a = _encode(model, data.sentences1, batch_size, show_progress_bar)
+            b = _encode(model, data.sentences2, batch_size, show_progress_bar)
+            results[data.name], artifacts[data.name] = _pair_metrics(data, a, b)
+            for dim in dims:
+                results[data.name][f"dim_{dim}"] = _pair_metrics(
+                    data, metrics.truncate(a, dim), metrics.truncate(b, dim)
+                )[0]
+            anchors, positives = a, b
+        else:
+            q = _encode(model, data.queries, batch_size, show_progress_bar)
+            c = _encode(model, data.corpus, batch_size, show_progress_bar)
+            results[data.name] = _retrieval_metrics(data, q, c)
+            for dim in dims:
+                results[data.name][f"dim_{dim}"] = _retrieval_metrics(
+                    data, metrics.truncate(q, dim), metrics.truncate(c, dim)
+                )
+            anchors, positives = q, c[[min(r) for r in data.relevant]]
+        if anchors.shape[0] >= 2:
+            results[data.name]["health"] = metrics.embedding_health(anchors, positives)
+    results["_meta"] = {
+        "model": str(getattr(model, "model_card_data", None) and model.model_card_data.base_model or ""),
+        "split": split,
+        "width": width,
+        "dims": dims,
+        "seconds": round(time.time() - start, 1),
+    }
+    return results, artifacts

@@ -1,0 +1,141 @@
+"""The report of an evaluation run: ``results.json``, ``report.md`` and two PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+# The one metric per dataset kind that the summary table and the Matryoshka curve show.
+HEADLINE = ("spearman", "ap", "r@1", "t2i_r@1")
+COLUMNS = [
+    "spearman",
+    "pearson",
+    "ece",
+    "brier",
+    "ap",
+    "roc_auc",
+    "r@1",
+    "r@5",
+    "r@10",
+    "mrr@10",
+    "ndcg@10",
+    "t2i_r@1",
+    "t2i_r@10",
+    "i2t_r@1",
+    "i2t_r@10",
+]
+
+
+def _headline(metrics: dict[str, Any]) -> str | None:
+    return next((key for key in HEADLINE if key in metrics), None)
+
+
+def reliability_plot(artifacts: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    for name, artifact in artifacts.items():
+        curve = artifact.get("reliability")
+        if curve:
+            ax.plot([p for p, _, _ in curve], [t for _, t, _ in curve], "o-", label=name)
+    ax.set_xlabel("calibrated score (cos + 1) / 2")
+    ax.set_ylabel("gold score, mapped to [0, 1]")
+    ax.set_title("Reliability of the calibrated score")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def matryoshka_plot(results: dict[str, Any], path: Path) -> None:
+    width, dims = results["_meta"]["width"], results["_meta"]["dims"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, metrics in results.items():
+        key = None if name == "_meta" else _headline(metrics)
+        if key is None:
+            continue
+        xs = [*dims, width]
+        ys = [metrics[f"dim_{d}"][key] for d in dims] + [metrics[key]]
+        ax.plot(xs, ys, "o-", label=f"{name} ({key})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dimensions (Matryoshka prefix)")
+    ax.set_ylabel("metric")
+    ax.set_title("Quality by truncation width")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str | Path, model_name: str) -> Path:
+    """Write ``results.json``, ``reliability.png``, ``matryoshka.png`` and ``report.md`` into ``output``."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    reliability_plot(artifacts, output / "reliability.png")
+    matryoshka_plot(results, output / "matryoshka.png")
+    meta = results["_meta"]
+    names = [n for n in results if n != "_meta"]
+    used = [c for c in COLUMNS if any(c in results[n] for n in names)]
+    lines = [
+        f"# Evaluation of `{model_name}`",
+        "",
+        f"Split `{meta['split']}`, width {meta['width']}, truncations {meta['dims']}, {meta['seconds']} s.",
+        "",
+        "| dataset | " + " | ".join(used) + " |",
+        "|---|" + "---|" * len(used),
+    ]
+    for name in names:
+        cells = [f"{results[name][c]:.3f}" if c in results[name] else "" for c in used]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "ECE: 10 equal-width bins of the calibrated score (cos+1)/2 against the gold score mapped to [0, 1];",
+        "brier: mean squared difference of the same. r@k: share of queries with a relevant item in the top k.",
+        "",
+        "## Matryoshka",
+        "",
+        "| dataset | metric | " + " | ".join(str(d) for d in meta["dims"]) + f" | {meta['width']} |",
+        "|---|---|" + "---|" * (len(meta["dims"]) + 1),
+    ]
+    for name in names:
+        key = _headline(results[name])
+        if key:
+            values = [results[name][f"dim_{d}"][key] for d in meta["dims"]] + [results[name][key]]
+            lines.append(f"| {name} | {key} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    lines += ["", "![Matryoshka](matryoshka.png)", "", "## Calibration", "", "![Reliability](reliability.png)", ""]
+    for name, artifact in artifacts.items():
+        if "thresholds" in artifact:
+            lines += [
+                f"### Calibrated-score thresholds on {name}",
+                "",
+                "| score ≥ | precision | recall | F1 | selected |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
+                for r in artifact["thresholds"]
+            ]
+            lines.append("")
+    lines += [
+        "## Embedding health",
+        "",
+        "| dataset | std | sim p50 | sim p95 | positive−negative gap |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        health = results[name].get("health")
+        if health:
+            lines.append(
+                f"| {name} | {health['std']:.4f} | {health['sim_p50']:.3f} | {health['sim_p95']:.3f} | "
+                f"{health['pos_neg_gap']:.3f} |"
+            )
+    (output / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return output / "report.md"

