@@ -1,7 +1,8 @@
 """Evaluate a model on every dataset of a data folder: ``python eval/evaluate.py --model PATH [--data ROOT]
 [--split dev] [--output DIR] [--truncate_dims D ...]``.
 
-Writes ``DIR/results.json``, ``DIR/report.md``, ``DIR/reliability.png`` and ``DIR/matryoshka.png``. Works for
+Writes ``DIR/results.json``, ``DIR/report.md``, ``DIR/reliability.png`` and ``DIR/matryoshka.png``; with ``--mteb``
+also runs the same datasets as local mteb tasks (``DIR/mteb_results.json``). Works for
 st_unirep models and plain sentence-transformers models alike (baselines go through the same code).
 """
 
@@ -31,12 +32,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="eval_output", help="folder for results.json, report.md and plots")
     parser.add_argument("--truncate_dims", type=int, nargs="*", default=None, help="Matryoshka widths to evaluate")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--mteb", action="store_true", help="also run the datasets as local mteb tasks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = SentenceTransformer(args.model, trust_remote_code=True)
     results, artifacts = evaluate(model, args.data, args.split, args.truncate_dims, args.batch_size)
     results["_meta"]["model"] = args.model
     report = write_report(results, artifacts, args.output, args.model)
+    if args.mteb:
+        from st_unirep.evaluation.mteb_tasks import run_mteb
+
+        scores = run_mteb(model, args.data, args.split, output_folder=str(Path(args.output) / "mteb"))
+        (Path(args.output) / "mteb_results.json").write_text(json.dumps(scores, indent=2), encoding="utf-8")
+        print(f"mteb: {json.dumps(scores, indent=1)}")
     summary = {
         name: {k: round(v, 4) for k, v in r.items() if isinstance(v, float)}
         for name, r in results.items()

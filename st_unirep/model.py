@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
 from st_unirep.modules.attention_pooling import AttentionPooling
 from st_unirep.modules.backbone import Backbone
@@ -22,6 +23,7 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
         backbone: A Qwen2-VL checkpoint (folder or hub id) or any text encoder ST's ``Transformer`` loads.
         preset: ``"vipolyqwen"``, ``"unirep"``, ``"unirep-m"`` or ``"viuniembed"`` (see ``st_unirep.presets``).
         **overrides: Any :class:`~st_unirep.presets.Preset` field, e.g. ``output_dim=64``,
+            ``pooling_mode="mean"`` (sentence-transformers' mean ``Pooling``, the ablation baseline),
             ``pooling_mode="context"``, ``max_pixels=256 * 28 * 28``. For a text-only backbone the pixel budget
             is ignored.
 
@@ -47,7 +49,10 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
         **backbone_kwargs,
     )
     hidden = first.get_embedding_dimension()
-    pooling = AttentionPooling(hidden, mode=config.pooling_mode, num_heads=config.num_heads)
+    if config.pooling_mode == "mean":  # the ablation baseline: sentence-transformers' own masked mean pooling
+        pooling = Pooling(hidden, pooling_mode="mean")
+    else:
+        pooling = AttentionPooling(hidden, mode=config.pooling_mode, num_heads=config.num_heads)
     projection = StableProjection(
         hidden, config.output_dim, mode=config.projection_mode, hidden_features=config.projection_hidden_dim
     )

@@ -14,7 +14,7 @@ DEFAULT_BACKBONE = "Qwen/Qwen2-VL-2B-Instruct"
 class Preset:
     """One seed's architecture. Every field can be overridden in ``build_model(..., **overrides)``."""
 
-    pooling_mode: str  # AttentionPooling mode: "context" (viPolyQwen) or "multihead" (UniRep)
+    pooling_mode: str  # "context" (viPolyQwen) or "multihead" (UniRep) attention pooling; "mean" for ablations
     projection_mode: str  # StableProjection mode: "linear_layernorm" (viPolyQwen) or "mlp" (UniRep, spectral norm)
     output_dim: int  # embedding width after the projection
     matryoshka_dims: tuple[int, ...] = ()  # prefix widths trained by the Matryoshka loss (largest = output_dim)

@@ -72,7 +72,7 @@ def test_unknown_preset_and_options(tiny_qwen2_vl_path):
         build_model(tiny_qwen2_vl_path, "unirep-x")
     with pytest.raises(ValueError, match=r"Unknown build_model option\(s\) \['pooling'\]"):
         build_model(tiny_qwen2_vl_path, "unirep", pooling="mean")
-    with pytest.raises(ValueError, match="Unknown pooling mode 'mean'"):
-        build_model(tiny_qwen2_vl_path, "unirep", pooling_mode="mean", output_dim=8)
+    with pytest.raises(ValueError, match="Unknown pooling mode 'max'"):
+        build_model(tiny_qwen2_vl_path, "unirep", pooling_mode="max", output_dim=8)
     with pytest.raises(ValueError, match="matryoshka_dims must be ints in"):
         build_model(tiny_qwen2_vl_path, "unirep-m", output_dim=8, matryoshka_dims=[4, 16])

@@ -26,6 +26,8 @@ def build_loss(
     score_range: tuple[float, float] | None = None,
     mini_batch_size: int | None = None,
     gather_across_devices: bool = False,
+    loss_mode: str = "per_task",
+    regularizers: bool = True,
     **overrides: Any,
 ) -> nn.Module:
     """``RegularizedLoss(MatryoshkaLoss(CachedLoss(task loss)))`` as the preset says, for ``task``.
@@ -37,6 +39,9 @@ def build_loss(
         score_range: ``(lo, hi)`` of the text-pair labels (required for ``text_pair``).
         mini_batch_size: Wrap the task loss in :class:`CachedLoss` with this mini-batch (None: no GradCache).
         gather_across_devices: Cross-device negatives under DDP.
+        loss_mode: ``"per_task"`` (the preset's task losses) or ``"infonce"`` (symmetric InfoNCE for every task:
+            the ablation baseline for the seeds' prefix-guided dynamic losses).
+        regularizers: ``False`` drops uniformity, anti-collapse, orthogonality and entropy (ablation).
         **overrides: Preset fields to override (e.g. ``uniformity=0``).
     """
     if task not in TASKS:
@@ -45,7 +50,11 @@ def build_loss(
     width = model.get_embedding_dimension()
     # A model built with output_dim=w has the preset's Matryoshka dims scaled to w (Preset.with_overrides).
     config = config.with_overrides(**{"output_dim": width, **overrides})
-    if task == "text_pair":
+    if loss_mode not in ("per_task", "infonce"):
+        raise ValueError(f"loss_mode must be 'per_task' or 'infonce', got {loss_mode!r}")
+    if loss_mode == "infonce":  # the ablation baseline: symmetric InfoNCE for every task, labels ignored
+        loss = InstructionLoss(model, cos_weight=0.0, gather_across_devices=gather_across_devices)
+    elif task == "text_pair":
         if score_range is None:
             raise ValueError("task 'text_pair' needs score_range=(lo, hi) of its labels, e.g. (0, 5) for STS-B")
         loss = CalibratedTextPairLoss(
@@ -69,12 +78,14 @@ def build_loss(
             )
         weights = quadratic_matryoshka_weights(dims) if config.matryoshka_weighting == "quadratic" else None
         loss = MatryoshkaLoss(model, loss, dims, weights)
+    on = 1.0 if regularizers else 0.0
+    no_entropy = mini_batch_size is not None or config.pooling_mode == "mean"  # GradCache / no attention weights
     return RegularizedLoss(
         model,
         loss,
-        uniformity=config.uniformity,
-        anti_collapse=config.anti_collapse,
+        uniformity=on * config.uniformity,
+        anti_collapse=on * config.anti_collapse,
         anti_collapse_variant=config.anti_collapse_variant,
-        orthogonality=config.orthogonality,
-        attention_entropy=0.0 if mini_batch_size is not None else config.attention_entropy,
+        orthogonality=on * config.orthogonality,
+        attention_entropy=0.0 if no_entropy else on * config.attention_entropy,
     )

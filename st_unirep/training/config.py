@@ -20,6 +20,9 @@ class TrainConfig:
     output_dim: int | None = None  # embedding width (None: the preset's); Matryoshka dims scale with it
     max_pixels: int | None = None  # image pixel budget (None: the preset's)
     freeze_vision: bool | None = None  # None: the preset's (UniRep-M freezes the vision tower)
+    pooling_mode: str | None = None  # None: the preset's; "mean" is the ablation baseline
+    loss_mode: str = "per_task"  # "per_task" (the seeds' losses) or "infonce" (every task, the ablation baseline)
+    regularizers: bool = True  # uniformity / anti-collapse / orthogonality / entropy terms (False: ablation)
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)
     tiny_hidden_size: int = 64  # width of the "tiny" backbone

@@ -91,6 +91,8 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         overrides["max_pixels"] = config.max_pixels
     if config.freeze_vision is not None:
         overrides["freeze_vision"] = config.freeze_vision
+    if config.pooling_mode is not None:
+        overrides["pooling_mode"] = config.pooling_mode
     if config.gradient_checkpointing:
         overrides["gradient_checkpointing"] = True
     torch.manual_seed(config.seed)
@@ -114,7 +116,10 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
             preset,
             score_range=tuple(config.score_range),
             mini_batch_size=config.mini_batch_size,
-            gather_across_devices=_world_size() > 1,
+            # Cross-device negatives need every rank on the same task each step: only the vaccine sampler does that.
+            gather_across_devices=_world_size() > 1 and config.sampler == "vaccine",
+            loss_mode=config.loss_mode,
+            regularizers=config.regularizers,
         )
         for task in data
     }

@@ -24,7 +24,8 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
     ``ProportionalBatchSampler``), and a task that runs out starts a fresh shuffled pass.
 
     ``t`` is the optimizer step that will consume the batch, computed from the batch's position and not from a
-    counter: batch ``k`` of epoch ``e`` is consumed at step ``(e · len(self) + k) // gradient_accumulation_steps``.
+    counter: batch ``k`` of epoch ``e`` is consumed at step ``(e · len(self) + k) // (accumulation · world_size)``.
+    Under DDP the batches of one step come from one task on every rank (see ``__iter__``).
     So the schedule is exact whatever the dataloader prefetches, across epochs, and after ``resume_from_checkpoint``
     (the trainer calls ``set_epoch`` and skips the batches already seen; the draws are seeded by epoch).
     ``VaccineCallback`` logs :math:`p_v(\text{state.global\_step})` next to it.
@@ -64,9 +65,17 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
         # A generator of our own: the trainer's is shared with (and re-seeded by) the per-dataset batch samplers.
         self._rng = torch.Generator()
 
+    @property
+    def world_size(self) -> int:
+        """Processes that share these batches (accelerate gives rank r the batches k with k % world_size == r)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
     def step_of_batch(self, batch_index: int) -> int:
         """The optimizer step that consumes batch ``batch_index`` of the current epoch."""
-        return (self.epoch * len(self) + batch_index) // self.gradient_accumulation_steps
+        per_step = self.gradient_accumulation_steps * self.world_size
+        return (self.epoch * len(self) + batch_index) // per_step
 
     def _pick(self, candidates: list[int]) -> int:
         weights = torch.tensor([float(max(1, len(self.batch_samplers[i]))) for i in candidates])
@@ -78,13 +87,18 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
         for dataset in self.dataset.datasets[:-1]:
             offsets.append(offsets[-1] + len(dataset))
         iterators = [iter(sampler) for sampler in self.batch_samplers]
+        world = self.world_size
+        chosen = 0
         for batch_index in range(len(self)):
-            use_image = bool(self.image_datasets) and (
-                not self.text_datasets
-                or float(torch.rand(1, generator=self._rng))
-                < vaccine_probability(self.step_of_batch(batch_index), self.epsilon, self.rate)
-            )
-            chosen = self._pick(self.image_datasets if use_image else self.text_datasets)
+            # Under DDP, the world_size consecutive batches that the ranks consume at the same step come from the
+            # same task: every rank then runs the same loss, and its collectives (cross-device negatives) match.
+            if batch_index % world == 0:
+                use_image = bool(self.image_datasets) and (
+                    not self.text_datasets
+                    or float(torch.rand(1, generator=self._rng))
+                    < vaccine_probability(self.step_of_batch(batch_index), self.epsilon, self.rate)
+                )
+                chosen = self._pick(self.image_datasets if use_image else self.text_datasets)
             try:
                 batch = next(iterators[chosen])
             except StopIteration:  # this task ran out: a fresh shuffled pass over it
@@ -93,7 +107,8 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
             yield [index + offsets[chosen] for index in batch]
 
     def __len__(self) -> int:
-        return sum(len(sampler) for sampler in self.batch_samplers)
+        total = sum(len(sampler) for sampler in self.batch_samplers)
+        return total - total % self.world_size  # whole steps for every rank
 
 
 class VaccineCallback(TrainerCallback):

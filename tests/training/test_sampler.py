@@ -85,3 +85,14 @@ def test_all_image_or_all_text_tasks():
     only_image = _sampler(sizes=(16,), image=(0,))
     assert len(list(only_image)) == 4
     torch.manual_seed(0)
+
+
+def test_under_ddp_the_batches_of_one_step_share_a_task(monkeypatch):
+    """Rank r consumes batches k with k % world_size == r: both ranks must run the same task's loss each step."""
+    monkeypatch.setattr(GradientVaccineBatchSampler, "world_size", property(lambda self: 2))
+    sampler = _sampler(sizes=(40, 40, 40), accumulation=1, rate=0.05)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 30
+    for first, second in zip(batches[::2], batches[1::2], strict=True):
+        assert first[0] // 40 == second[0] // 40
+    assert [sampler.step_of_batch(k) for k in (0, 1, 2, 29)] == [0, 0, 1, 14]
