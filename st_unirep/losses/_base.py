@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -48,8 +49,13 @@ class EmbeddingLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
         return self.compute_loss_from_embeddings(self.embed(sentence_features), labels)
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+    def components(self, embeddings: list[Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+        """The weighted terms of the loss by name (for logging); a loss with terms overrides this."""
         raise NotImplementedError
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        """The loss on L2-normalised embeddings, one ``(B, d)`` tensor per column: the sum of :meth:`components`."""
+        return torch.stack(list(self.components(embeddings, labels).values())).sum()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.config_keys}

@@ -156,9 +156,6 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             )
         return out
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
-        return torch.stack(list(self.components(embeddings, labels).values())).sum()
-
     @property
     def citation(self) -> str:
         return "viPolyQwen / UniRep / UniRep-M seed drafts (../shared/seeds/); no published citation."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
@@ -56,9 +55,6 @@ class InstructionLoss(EmbeddingLoss):
         if self.cos_weight:
             out["cos"] = self.cos_weight * (1 - (a * b).sum(-1)).mean()
         return out
-
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        return torch.stack(list(self.components(embeddings, labels).values())).sum()
 
     @property
     def citation(self) -> str:
