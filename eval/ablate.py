@@ -22,6 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in zip(rest[::2], rest[1::2], strict=True):
         if not key.startswith("--"):
             raise SystemExit(f"expected --field value pairs, got {key!r}")
-        overrides[key[2:]] = yaml_value(value)
+        overrides[key[2:]] = yaml.safe_load(value)
     logging.basicConfig(level=logging.WARNING)
     output = Path(known.output)
     rows = {}
@@ -90,12 +92,6 @@ def main(argv: list[str] | None = None) -> dict:
     (output / "ablation.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print("\n".join(table))
     return rows
-
-
-def yaml_value(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 if __name__ == "__main__":

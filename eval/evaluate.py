@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = SentenceTransformer(args.model, trust_remote_code=True)
-    results, artifacts = evaluate(model, args.data, args.split, args.truncate_dims, args.batch_size)
-    results["_meta"]["model"] = args.model
+    results, artifacts = evaluate(
+        model, args.data, args.split, args.truncate_dims, args.batch_size, model_name=args.model
+    )
     report = write_report(results, artifacts, args.output, args.model)
     if args.mteb:
         from st_unirep.evaluation.mteb_tasks import run_mteb

@@ -1,8 +1,11 @@
-"""The error for a bad row in a data file."""
+"""The error for a bad row in a data file, and the JSON Lines reader that raises it."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from typing import Any
 
 
 class DataError(ValueError):
@@ -11,3 +14,21 @@ class DataError(ValueError):
     def __init__(self, path: str | os.PathLike, line: int, field_name: str, message: str) -> None:
         self.path, self.line, self.field = str(path), line, field_name
         super().__init__(f"{path}:{line}: field {field_name!r}: {message}")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """``(line number, row)`` for every non-empty line of a JSON Lines file; a line that is not a JSON object comes
+    as its :class:`DataError` instead of a row, so a caller can raise it or skip it."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, DataError(path, number, "<row>", f"invalid JSON ({error.msg} at column {error.colno})")
+                continue
+            if not isinstance(row, dict):
+                yield number, DataError(path, number, "<row>", f"expected a JSON object, got {type(row).__name__}")
+                continue
+            yield number, row

@@ -14,7 +14,6 @@ A malformed file raises ``DataError`` naming file, line and field.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from st_unirep.errors import DataError
+from st_unirep.errors import DataError, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +54,10 @@ class RetrievalData:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(path, number, "<row>", f"invalid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(path, number, "<row>", f"expected a JSON object, got {type(row).__name__}")
-            yield number, row
+    for number, row in iter_jsonl(path):
+        if isinstance(row, DataError):
+            raise row
+        yield number, row
 
 
 def _text(row: dict, key: str, where: tuple[Path, int]) -> str:

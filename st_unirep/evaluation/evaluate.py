@@ -64,6 +64,7 @@ def evaluate(
     dims: list[int] | None = None,
     batch_size: int = 32,
     show_progress_bar: bool = True,
+    model_name: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate ``model`` (an st_unirep or any sentence-transformers model) on every dataset under ``root``.
 
@@ -102,7 +103,7 @@ def evaluate(
         if anchors.shape[0] >= 2:
             results[data.name]["health"] = metrics.embedding_health(anchors, positives)
     results["_meta"] = {
-        "model": str(getattr(model, "model_card_data", None) and model.model_card_data.base_model or ""),
+        "model": model_name,
         "split": split,
         "width": width,
         "dims": dims,

@@ -12,6 +12,11 @@ from st_unirep.losses._functional import off_diagonal
 VARIANTS = ("mean", "max")
 
 
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown anti-collapse variant {variant!r}; expected one of {list(VARIANTS)}")
+
+
 def anti_collapse(embeddings: Tensor, threshold: float = 0.95, variant: str = "mean") -> Tensor:
     """The penalty on one ``(n, d)`` set of unit vectors (see :class:`AntiCollapseLoss`)."""
     similarities = off_diagonal(embeddings @ embeddings.T)  # S_ij, i != j: (n (n - 1),)
@@ -56,8 +61,7 @@ class AntiCollapseLoss(EmbeddingLoss):
         check_non_negative("weight", weight)
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a cosine and must be in [-1, 1], got {threshold!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"Unknown anti-collapse variant {variant!r}; expected one of {list(VARIANTS)}")
+        check_variant(variant)
         self.weight, self.threshold, self.variant = weight, threshold, variant
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:

@@ -12,7 +12,7 @@ from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 from torch import Tensor, nn
 
 from st_unirep.losses._base import check_non_negative
-from st_unirep.losses.anti_collapse_loss import VARIANTS, anti_collapse
+from st_unirep.losses.anti_collapse_loss import anti_collapse, check_variant
 from st_unirep.losses.uniformity_loss import uniformity
 
 
@@ -113,10 +113,7 @@ class RegularizedLoss(nn.Module):
             ("uniformity_t", uniformity_t),
         ):
             check_non_negative(name, value)
-        if anti_collapse_variant not in VARIANTS:
-            raise ValueError(
-                f"Unknown anti-collapse variant {anti_collapse_variant!r}; expected one of {list(VARIANTS)}"
-            )
+        check_variant(anti_collapse_variant)
         self.model = model
         self.loss = loss
         self.uniformity = uniformity

@@ -25,18 +25,16 @@ line, field and what was expected, unless ``skip_invalid=True``, which skips and
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from st_unirep.errors import DataError
+from st_unirep.errors import DataError, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -147,18 +145,6 @@ def _task_files(root: Path, task: str) -> list[Path]:
     return files
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded row or the DataError of an undecodable line) for every non-empty line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, DataError(path, number, "<row>", f"invalid JSON ({error.msg} at column {error.colno})")
-
-
 def load_task_data(
     root: str | os.PathLike,
     score_range: tuple[float, float] = (0.0, 5.0),
@@ -187,7 +173,7 @@ def load_task_data(
             continue
         rows, wheres, skipped = [], [], 0
         for path in files:
-            for number, raw in _read_jsonl(path):
+            for number, raw in iter_jsonl(path):
                 try:
                     if isinstance(raw, DataError):
                         raise raw
