@@ -207,3 +207,29 @@ def test_encode_hook_follows_copies_and_pickles(tiny_model):
     restored = pickle.loads(pickle.dumps(tiny_model))
     assert restored.encode._model() is restored
     np.testing.assert_array_equal(restored.encode(TEXTS[:2]), tiny_model.encode(TEXTS[:2]))
+
+
+def test_batches_group_images_by_visual_tokens_and_match_one_by_one(tiny_model, tmp_path):
+    """Length-grouped batching (Backbone.input_length as encode's sort key) against one-by-one encoding."""
+    sizes = [(56, 56), (300, 200), (60, 60), (280, 210), (56, 64), (310, 190)]
+    paths = []
+    for index, size in enumerate(sizes):  # names of equal length: sentence-transformers' own key ties them all
+        paths.append(str(tmp_path / f"img_{index}.png"))
+        make_image(size, ("red", "blue", "green")[index % 3]).save(paths[-1])
+    assert tiny_model._input_length.__self__ is tiny_model[0]
+    backbone = tiny_model[0]
+    batches = []
+    preprocess = backbone.preprocess
+
+    def spy(inputs, *args, **kwargs):
+        batches.append(sorted(backbone.input_length(item) for item in inputs))
+        return preprocess(inputs, *args, **kwargs)
+
+    backbone.preprocess = spy
+    grouped = tiny_model.encode(paths, batch_size=3)
+    del backbone.preprocess
+    small = sorted(backbone.input_length(p) for p in paths[0::2])
+    large = sorted(backbone.input_length(p) for p in paths[1::2])
+    assert batches == [large, small]
+    one_by_one = np.stack([tiny_model.encode([path], batch_size=1)[0] for path in paths])
+    np.testing.assert_allclose(grouped, one_by_one, atol=1e-5, rtol=0)

@@ -33,6 +33,27 @@ def spectral_normalize(weight: torch.Tensor) -> torch.Tensor:
     return (w / sigma).to(weight.dtype)
 
 
+def top_singular_vectors(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Unit vectors :math:`u, v` with :math:`W v = \sigma_{max} u` (float32, no graph), from one ``eigh``.
+
+    With them, :math:`\sigma_{max} = u^\top W v` holds exactly and, for fixed :math:`u, v`, has the exact gradient
+    :math:`\partial \sigma_{max} / \partial W = u v^\top` (the gradient of the eigenvalue that
+    :func:`spectral_normalize` differentiates), so a differentiable :math:`W / (u^\top W v)` costs two
+    mat-vecs once ``u, v`` are known for the current weights.
+    """
+    with torch.no_grad(), torch.autocast(device_type=weight.device.type, enabled=False):
+        w = weight.detach().float()  # (out, in)
+        if w.shape[0] <= w.shape[1]:
+            u = torch.linalg.eigh(w @ w.T)[1][:, -1]  # (out,), top eigenvector of W W^T
+            v = w.T @ u  # (in,), = sigma v
+            v = v / v.norm().clamp_min(1e-12)
+        else:
+            v = torch.linalg.eigh(w.T @ w)[1][:, -1]  # (in,), top eigenvector of W^T W
+            u = w @ v  # (out,), = sigma u
+            u = u / u.norm().clamp_min(1e-12)
+    return u, v
+
+
 class StableProjection(Module):
     r"""Projects the pooled vector :math:`\mathbf{c} \in \mathbb{R}^{D_{in}}` to the embedding space.
 
@@ -47,6 +68,15 @@ class StableProjection(Module):
     :math:`D_{out} \le D_{hidden}`, else the penalty is taken on :math:`W_2^\top W_2`.
 
     Reads and writes ``features["sentence_embedding"]``.
+
+    **Fast path.** :math:`\sigma_{max}` changes only when the weights do (once per optimizer step), so the
+    singular vectors :math:`u, v` of each weight are computed once per weight version (one ``eigh``) and
+    :math:`\sigma_{max} = u^\top W v` is rebuilt differentiably from them in every forward, with the same
+    value and gradient as :func:`spectral_normalize` (parity-tested to 1e-5). Without gradients the normalised
+    weight itself is reused. The cache is keyed on the tensor's storage and version counter, which every
+    in-place update through the parameter bumps (optimizer steps, ``load_state_dict``, ``copy_``); it is
+    dropped by ``.to()``/``.half()``, deep copies and pickling. An update through ``param.data`` bypasses the
+    version counter: call :meth:`clear_spectral_cache` after one.
 
     Args:
         in_features: :math:`D_{in}`, the pooled width (the backbone's hidden size).
@@ -83,18 +113,61 @@ class StableProjection(Module):
             self.fc1 = nn.Linear(in_features, self.hidden_features)  # raw W_1; normalised in forward
             self.act = nn.GELU()
             self.fc2 = nn.Linear(self.hidden_features, out_features)  # raw W_2; normalised in forward
+        # name -> (key, u, v, weight reference, normalised weight or None); see the class docstring
+        self._spectral_cache: dict[str, tuple] = {}
+
+    def clear_spectral_cache(self) -> None:
+        """Forget the cached singular vectors (needed only after changing weights through ``param.data``)."""
+        self._spectral_cache = {}
+
+    def _normalized(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        r""":math:`W / \sigma_{max}(W)` for ``fc1``/``fc2``, equal to ``spectral_normalize(weight)``, from the cache."""
+        if weight.is_inference():  # created under inference_mode: no version counter to key a cache on
+            return spectral_normalize(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
+        entry = self._spectral_cache.get(name)
+        if entry is None or entry[0] != key:
+            # Normal (non-inference) tensors, so a cache filled inside encode()'s inference_mode serves training.
+            with torch.inference_mode(False):
+                u, v = top_singular_vectors(weight)
+            # The weight reference keeps its storage alive, so a new tensor can never reuse its address.
+            entry = (key, u, v, weight.detach(), None)
+        _, u, v, _, frozen = entry
+        if torch.is_grad_enabled() and weight.requires_grad:
+            w = weight.float()  # (out, in)
+            with torch.autocast(device_type=w.device.type, enabled=False):
+                sigma = (u @ (w @ v)).clamp_min(1e-6)  # sigma_max, differentiable, d sigma / dW = u v^T
+            normalized = (w / sigma).to(weight.dtype)
+        else:
+            if frozen is None:
+                with torch.inference_mode(False), torch.no_grad():
+                    w = weight.detach().float()
+                    frozen = (w / (u @ (w @ v)).clamp_min(1e-6)).to(weight.dtype)
+                entry = entry[:4] + (frozen,)
+            normalized = frozen
+        self._spectral_cache[name] = entry
+        return normalized
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): new tensors, new singular vectors
+        self._spectral_cache = {}
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:  # deep copies and pickles start with an empty cache
+        state = self.__dict__.copy()
+        state["_spectral_cache"] = {}
+        return state
 
     def spectral_weights(self) -> list[torch.Tensor]:
         """The spectrally-normalised weights (empty in ``linear_layernorm`` mode)."""
         if self.mode != "mlp":
             return []
-        return [spectral_normalize(self.fc1.weight), spectral_normalize(self.fc2.weight)]
+        return [self._normalized("fc1", self.fc1.weight), self._normalized("fc2", self.fc2.weight)]
 
     def orthogonality_penalty(self) -> torch.Tensor:
         r""":math:`\lVert W W^\top - I \rVert_F^2` of the last layer (0 in ``linear_layernorm`` mode)."""
         if self.mode != "mlp":
             return torch.zeros((), device=self.linear.weight.device)
-        weight = spectral_normalize(self.fc2.weight)  # (D_out, D_hidden)
+        weight = self._normalized("fc2", self.fc2.weight)  # (D_out, D_hidden)
         gram = weight @ weight.T if weight.shape[0] <= weight.shape[1] else weight.T @ weight  # (k, k)
         identity = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
         return ((gram - identity) ** 2).sum()
@@ -106,8 +179,9 @@ class StableProjection(Module):
         if self.mode == "linear_layernorm":
             projected = self.norm(self.linear(pooled))  # (batch, D_out)
         else:
-            hidden = self.act(F.linear(pooled, spectral_normalize(self.fc1.weight), self.fc1.bias))  # (batch, D_h)
-            projected = F.linear(hidden, spectral_normalize(self.fc2.weight), self.fc2.bias)  # (batch, D_out)
+            w1, w2 = self._normalized("fc1", self.fc1.weight), self._normalized("fc2", self.fc2.weight)
+            hidden = self.act(F.linear(pooled, w1, self.fc1.bias))  # (batch, D_h)
+            projected = F.linear(hidden, w2, self.fc2.bias)  # (batch, D_out)
         return {**features, "sentence_embedding": projected}
 
     def get_embedding_dimension(self) -> int:

@@ -120,3 +120,40 @@ def test_save_load_restores_weights(tmp_path, mode):
     assert loaded.get_config_dict() == pooling.get_config_dict()
     features = _features(torch.randn(2, 3, 8), torch.ones(2, 3))
     assert torch.equal(pooling(features)["sentence_embedding"], loaded(features)["sentence_embedding"])
+
+
+def _reference_pooling(pooling: AttentionPooling, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The unfolded formula: keys and values of every token, then per-head softmax attention."""
+    batch, seq, dim = hidden.shape
+    if pooling.mode == "context":
+        scores, values = (hidden @ pooling.context).unsqueeze(1), hidden.unsqueeze(1)
+    else:
+        heads, d_k = pooling.num_heads, dim // pooling.num_heads
+        query = pooling.w_q(pooling.query).view(heads, 1, d_k)
+        keys = pooling.w_k(hidden).view(batch, seq, heads, d_k).transpose(1, 2)
+        values = pooling.w_v(hidden).view(batch, seq, heads, d_k).transpose(1, 2)
+        scores = (keys @ query.transpose(-1, -2)).squeeze(-1) / math.sqrt(d_k)
+    scores = scores.masked_fill(~mask.bool().unsqueeze(1), float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+    return (weights.unsqueeze(-1) * values).sum(-2).reshape(batch, -1)
+
+
+@pytest.mark.parametrize("mode", ["context", "multihead"])
+@pytest.mark.parametrize("batch, seq, dim, heads", [(1, 1, 8, 2), (3, 7, 16, 4), (4, 33, 64, 8)])
+def test_folded_heads_match_unfolded_formula_values_and_gradients(mode, batch, seq, dim, heads):
+    torch.manual_seed(0)
+    pooling = AttentionPooling(dim, mode=mode, num_heads=heads)
+    hidden = torch.randn(batch, seq, dim, requires_grad=True)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[0, seq // 2 + 1 :] = 0  # right padding
+    if batch > 2:
+        mask[1, : seq // 3] = 0  # left padding
+        mask[2] = 0  # all padding
+    out = pooling(_features(hidden, mask))["sentence_embedding"]
+    ref = _reference_pooling(pooling, hidden, mask)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), [hidden, *pooling.parameters()])
+    ref_grads = torch.autograd.grad((ref * weights).sum(), [hidden, *pooling.parameters()])
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)

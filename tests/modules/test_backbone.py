@@ -149,3 +149,23 @@ def test_image_paths_and_path_objects_load(backbone, tmp_path):
 def test_text_that_looks_like_a_filename_can_be_wrapped(backbone):
     features = backbone.preprocess([{"text": "holiday.jpg"}])
     assert "pixel_values" not in features
+
+
+def test_input_length_counts_visual_tokens_not_path_characters(backbone, tmp_path):
+    small, big = tmp_path / "a.png", tmp_path / "b.png"  # names of equal length: ST's own key ties them
+    make_image((56, 56)).save(small)
+    make_image((300, 200)).save(big)
+    small_tokens, big_tokens = backbone.visual_tokens_per_image(56, 56), backbone.visual_tokens_per_image(300, 200)
+    assert small_tokens < big_tokens
+    assert backbone.input_length(str(small)) == 4 * small_tokens
+    assert backbone.input_length(big) == 4 * big_tokens  # pathlib.Path
+    assert backbone.input_length(make_image((300, 200))) == 4 * big_tokens  # PIL image
+    both = {"text": "abc", "image": [str(small), str(big)]}
+    assert backbone.input_length(both) == 3 + 4 * (small_tokens + big_tokens)
+    conversation = [
+        {"role": "user", "content": [{"type": "image", "image": str(big)}, {"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": "hello"},
+    ]
+    assert backbone.input_length(conversation) == 4 * big_tokens + 2 + 5
+    assert backbone.input_length("plain text") == 10
+    assert backbone.input_length(str(tmp_path / "missing.png")) == 0  # the error comes when the batch is built

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
-from st_unirep.modules.stable_projection import StableProjection
+from st_unirep.modules.stable_projection import StableProjection, spectral_normalize
 
 
 def test_exact_spectral_norm_hand_computed():
@@ -91,3 +94,76 @@ def test_spectral_norm_is_exact_under_bf16_autocast():
     for weight in weights:
         assert weight.dtype == torch.float32
         assert torch.linalg.matrix_norm(weight.detach(), ord=2).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def _reference_forward(projection: StableProjection, x: torch.Tensor) -> torch.Tensor:
+    """The unoptimised formula: exact spectral norm (eigvalsh) of both weights in every call."""
+    F = torch.nn.functional
+    hidden = F.gelu(F.linear(x, spectral_normalize(projection.fc1.weight), projection.fc1.bias))
+    return F.linear(hidden, spectral_normalize(projection.fc2.weight), projection.fc2.bias)
+
+
+def _reference_orthogonality(projection: StableProjection) -> torch.Tensor:
+    weight = spectral_normalize(projection.fc2.weight)
+    gram = weight @ weight.T if weight.shape[0] <= weight.shape[1] else weight.T @ weight
+    return ((gram - torch.eye(gram.shape[0])) ** 2).sum()
+
+
+@pytest.mark.parametrize("in_features, out_features, hidden", [(8, 6, None), (16, 64, 24), (48, 32, 96)])
+def test_cached_spectral_norm_matches_reference_values_and_gradients(in_features, out_features, hidden):
+    torch.manual_seed(0)
+    projection = StableProjection(in_features, out_features, mode="mlp", hidden_features=hidden)
+    optimizer = torch.optim.AdamW(projection.parameters(), lr=1e-2)
+    x = torch.randn(5, in_features, requires_grad=True)
+    for _ in range(3):  # across optimizer steps: the cache must follow the weights
+        out = projection({"sentence_embedding": x})["sentence_embedding"]
+        loss = (out**2).sum() + projection.orthogonality_penalty()
+        grads = torch.autograd.grad(loss, [x, *projection.parameters()])
+        ref_out = _reference_forward(projection, x)
+        ref_loss = (ref_out**2).sum() + _reference_orthogonality(projection)
+        ref_grads = torch.autograd.grad(ref_loss, [x, *projection.parameters()])
+        torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+        for grad, ref_grad in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+        with torch.inference_mode():  # the no-grad fast path (encode)
+            fast = projection({"sentence_embedding": x.detach()})["sentence_embedding"]
+        torch.testing.assert_close(fast, ref_out.detach(), atol=1e-5, rtol=1e-5)
+        for param, grad in zip(projection.parameters(), grads[1:], strict=True):
+            param.grad = grad
+        optimizer.step()
+
+
+def test_cache_is_refreshed_by_in_place_updates_copies_and_dtype_moves():
+    torch.manual_seed(0)
+    projection = StableProjection(12, 10, mode="mlp").eval()
+    c = torch.randn(3, 12)
+    x = {"sentence_embedding": c}
+    with torch.no_grad():
+        projection(x)  # fill the cache
+        projection.fc1.weight.mul_(3.0)  # in-place: version bump
+        torch.testing.assert_close(projection(x)["sentence_embedding"], _reference_forward(projection, c))
+        projection.load_state_dict({k: v * 0.5 for k, v in projection.state_dict().items()})
+        torch.testing.assert_close(projection(x)["sentence_embedding"], _reference_forward(projection, c))
+    copied = copy.deepcopy(projection)
+    assert copied._spectral_cache == {}
+    with torch.no_grad():
+        copied.fc2.weight.add_(1.0)
+        assert not torch.allclose(copied(x)["sentence_embedding"], projection(x)["sentence_embedding"])
+    restored = pickle.loads(pickle.dumps(projection))
+    assert restored._spectral_cache == {}
+    projection.double()
+    assert projection._spectral_cache == {}
+    y = {"sentence_embedding": x["sentence_embedding"].double()}
+    with torch.no_grad():
+        assert projection(y)["sentence_embedding"].dtype == torch.float64
+
+
+def test_cache_filled_in_inference_mode_serves_a_training_step():
+    torch.manual_seed(0)
+    projection = StableProjection(8, 6, mode="mlp")
+    x = {"sentence_embedding": torch.randn(4, 8)}
+    with torch.inference_mode():
+        projection(x)
+    out = projection(x)["sentence_embedding"]
+    out.sum().backward()  # would raise if the cached singular vectors were inference tensors
+    assert projection.fc1.weight.grad is not None and torch.isfinite(projection.fc1.weight.grad).all()
