@@ -42,7 +42,10 @@ VARIANTS = {
 COLUMNS = [
     ("stsb_en", "spearman"),
     ("stsb_en", "ece"),
+    ("stsb_zh", "spearman"),
+    ("stsb_zh", "ece"),
     ("sick_en", "spearman"),
+    ("sick_en", "ece"),
     ("vnpara_vi", "ap"),
     ("viquad_vi", "r@1"),
     ("viqa_regwiki_vi", "r@1"),
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="ablation_output")
     parser.add_argument("--eval_data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--eval_split", default="dev")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     known, rest = parser.parse_known_args(argv)
     overrides = {}
     for key, value in zip(rest[::2], rest[1::2], strict=True):
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     output = Path(known.output)
     rows = {}
-    for name, change in VARIANTS.items():
+    for name, change in ((n, VARIANTS[n]) for n in known.variants):
         folder = output / name.replace(" ", "_")
         config = load_config(known.config, {**overrides, **change, "output_dir": str(folder)})
         trainer, _ = build_trainer(config)

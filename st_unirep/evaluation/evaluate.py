@@ -25,9 +25,26 @@ def _supports_images(model) -> bool:
     return "image" in getattr(model, "modalities", ["text"])
 
 
-def _encode(model, items: list[str], batch_size: int, progress: bool) -> np.ndarray:
+def prompt_names(model) -> tuple[str | None, str | None]:
+    """The model's own prompt names for queries (and both sides of a pair) and for documents, if it has them.
+
+    E5-style models are trained with ``"query: "`` / ``"passage: "`` and lose accuracy without them; a model
+    without prompts (every st_unirep model: its task prefixes are a training signal only) gets ``(None, None)``.
+    """
+    prompts = getattr(model, "prompts", None) or {}
+    query = "query" if prompts.get("query") else None
+    document = next((name for name in ("passage", "document") if prompts.get(name)), None)
+    return query, document
+
+
+def _encode(model, items: list[str], batch_size: int, progress: bool, prompt_name: str | None = None) -> np.ndarray:
     return model.encode(
-        items, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
+        items,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        prompt_name=prompt_name,
     )
 
 
@@ -57,6 +74,15 @@ def _retrieval_metrics(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> dic
     return {f"t2i_{k}": v for k, v in forward.items()} | {f"i2t_{k}": v for k, v in backward.items()}
 
 
+def _rerank_thresholds(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> list[dict[str, float]]:
+    """The calibrated score as a reranking cut: precision / recall of ``score >= t`` over every (query, item) pair."""
+    relevant = np.zeros((len(data.queries), len(data.corpus)), dtype=bool)
+    for query, items in enumerate(data.relevant):
+        relevant[query, list(items)] = True
+    scores = metrics.calibrated(q @ c.T)
+    return metrics.threshold_table(scores.ravel(), relevant.ravel(), np.round(np.arange(0.30, 1.0, 0.05), 2))
+
+
 def evaluate(
     model,
     root: str | Path,
@@ -77,14 +103,15 @@ def evaluate(
     dims = [d for d in (default_dims(width) if dims is None else dims) if d < width]
     results: dict[str, Any] = {}
     artifacts: dict[str, Any] = {}
+    query_prompt, document_prompt = prompt_names(model)
     for data in discover(root, split):
         if isinstance(data, RetrievalData) and data.image_corpus and not _supports_images(model):
             logger.info("Skipping %s: the model has no image modality", data.name)
             continue
         logger.info("Evaluating %s (%s)", data.name, data.kind)
         if isinstance(data, PairData):
-            a = _encode(model, data.sentences1, batch_size, show_progress_bar)
-            b = _encode(model, data.sentences2, batch_size, show_progress_bar)
+            a = _encode(model, data.sentences1, batch_size, show_progress_bar, query_prompt)
+            b = _encode(model, data.sentences2, batch_size, show_progress_bar, query_prompt)
             results[data.name], artifacts[data.name] = _pair_metrics(data, a, b)
             for dim in dims:
                 results[data.name][f"dim_{dim}"] = _pair_metrics(
@@ -92,9 +119,11 @@ def evaluate(
                 )[0]
             anchors, positives = a, b
         else:
-            q = _encode(model, data.queries, batch_size, show_progress_bar)
-            c = _encode(model, data.corpus, batch_size, show_progress_bar)
+            q = _encode(model, data.queries, batch_size, show_progress_bar, query_prompt)
+            corpus_prompt = None if data.image_corpus else document_prompt
+            c = _encode(model, data.corpus, batch_size, show_progress_bar, corpus_prompt)
             results[data.name] = _retrieval_metrics(data, q, c)
+            artifacts[data.name] = {"thresholds": _rerank_thresholds(data, q, c)}
             for dim in dims:
                 results[data.name][f"dim_{dim}"] = _retrieval_metrics(
                     data, metrics.truncate(q, dim), metrics.truncate(c, dim)
@@ -107,6 +136,7 @@ def evaluate(
         "split": split,
         "width": width,
         "dims": dims,
+        "prompts": [query_prompt, document_prompt],
         "seconds": round(time.time() - start, 1),
     }
     return results, artifacts

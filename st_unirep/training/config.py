@@ -25,10 +25,14 @@ class TrainConfig:
     regularizers: bool = True  # uniformity / anti-collapse / orthogonality / entropy terms (False: ablation)
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)
+    freeze_embeddings: bool = False  # freeze the input token embeddings (e.g. e5's 250k x 384 matrix: 96M params)
     tiny_hidden_size: int = 64  # width of the "tiny" backbone
     tiny_layers: int = 2  # decoder layers of the "tiny" backbone
     # --- data ---
     data: str | None = None  # folder of <task>.jsonl / <task>/ files; None: generate the built-in default set
+    # Sources in the evaluation layouts ({path, task, score_range?}; see training.data.load_sources): text_pair
+    # scores are mapped to [0, 1] per source. Used with or instead of `data`.
+    sources: list[dict[str, Any]] | None = None
     score_range: list[float] = field(default_factory=lambda: [0.0, 5.0])  # range of text_pair scores
     skip_invalid: bool = False  # skip (and count) invalid rows instead of failing on the first
     # --- optimisation (viPolyQwen §4.3 for the Qwen2-VL presets) ---
@@ -39,6 +43,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step
     mini_batch_size: int | None = None  # GradCache mini-batch (None: no caching)
     learning_rate: float = 1e-4  # peak learning rate (AdamW)
+    head_learning_rate: float | None = None  # peak learning rate of the new pooling + projection (None: learning_rate)
     warmup_ratio: float = 0.05  # linear warm-up share of the steps
     lr_scheduler_type: str = "cosine"  # transformers scheduler name
     weight_decay: float = 0.001  # AdamW weight decay
@@ -46,6 +51,7 @@ class TrainConfig:
     seed: int = 42  # seed of the model head, the data order and the vaccine draws
     # --- batching: proportional | round_robin | vaccine ---
     sampler: str = "vaccine"  # multi-task batch sampler
+    batch_sampler: str = "batch_sampler"  # per-task batches: ST's "batch_sampler" or "no_duplicates"
     vaccine_epsilon: float = 0.02  # ε of p_v(t) = min(1, ε (1 + r)^t)
     vaccine_rate: float = 0.05  # r of p_v(t)
     # --- schedules ---
@@ -73,6 +79,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.sampler not in ("proportional", "round_robin", "vaccine"):
             raise ValueError(f"sampler must be proportional, round_robin or vaccine, got {self.sampler!r}")
+        if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
+            raise ValueError(f"batch_sampler must be batch_sampler or no_duplicates, got {self.batch_sampler!r}")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate!r}")
         if len(self.score_range) != 2 or not self.score_range[0] < self.score_range[1]:
             raise ValueError(f"score_range must be [lo, hi] with lo < hi, got {self.score_range!r}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "health_every", "logging_steps"):

@@ -203,3 +203,80 @@ def load_task_data(
     if not data:
         raise ValueError(f"No task data under {str(root)!r}: expected any of {[t + '.jsonl' for t in tasks]}")
     return DatasetDict(data), report
+
+
+def load_sources(sources: list[dict[str, Any]]) -> tuple[DatasetDict, LoadReport]:
+    """Training data straight from the evaluation layouts of ``../shared/data`` (any split, any folder alike).
+
+    Each source is ``{"path": ..., "task": "text_pair" | "instr", "score_range"?: [lo, hi]}``:
+
+    - ``text_pair`` from a graded-pairs file (``{"sentence1", "sentence2", "score"}``): the score is mapped to
+      [0, 1] with the source's ``score_range`` (default: ``evaluation.datasets.SCORE_RANGES`` by folder name), so
+      sets on different scales (STS-B 0–5, SICK 1–5) train one calibrated score; the losses then use (0, 1).
+    - ``instr`` from a binary-pairs file (``{"sentence1", "sentence2", "label"}``): the label-1 rows as
+      (query, positive); label-0 rows are not used (a non-paraphrase is not "unrelated", so it has no place on
+      the graded scale, and the in-batch negatives already teach what is not a paraphrase).
+    - ``instr`` from a retrieval folder (``queries.jsonl``, ``corpus.jsonl``, ``qrels.jsonl``): one
+      (question, relevant passage) row per judged pair.
+
+    Rows of one task from several sources are concatenated (in source order). A missing path or a source that
+    does not fit its task raises a ValueError naming the source.
+    """
+    from st_unirep.evaluation.datasets import SCORE_RANGES, read_pairs, read_text_retrieval
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    report = LoadReport()
+    for index, source in enumerate(sources):
+        where = f"sources[{index}]"
+        if not isinstance(source, dict) or "path" not in source or "task" not in source:
+            raise ValueError(f"{where}: expected {{path, task[, score_range]}}, got {source!r}")
+        unknown = sorted(set(source) - {"path", "task", "score_range"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; expected path, task and optionally score_range")
+        path, task = Path(source["path"]), source["task"]
+        if not path.exists():
+            raise ValueError(f"{where}: path {str(path)!r} does not exist")
+        # The dataset's name (for its score range): the folder above a split file or split folder.
+        name = path.parent.name if path.is_file() or path.name in ("train", "dev", "test") else path.name
+        if task == "text_pair":
+            if not path.is_file():
+                raise ValueError(f"{where}: task text_pair needs a graded-pairs .jsonl file, got folder {str(path)!r}")
+            pairs = read_pairs(path, name)
+            if pairs.kind != "graded":
+                raise ValueError(f"{where}: task text_pair needs graded rows ('score'), {path} has 0/1 labels")
+            lo, hi = source.get("score_range") or SCORE_RANGES.get(name, pairs.score_range)
+            if not lo < hi or min(pairs.gold) < lo or max(pairs.gold) > hi:
+                raise ValueError(
+                    f"{where}: scores of {path} span [{min(pairs.gold)}, {max(pairs.gold)}], outside score_range "
+                    f"[{lo}, {hi}]"
+                )
+            new = [
+                {"sentence1": a, "sentence2": b, "score": (g - lo) / (hi - lo)}
+                for a, b, g in zip(pairs.sentences1, pairs.sentences2, pairs.gold, strict=True)
+            ]
+        elif task == "instr":
+            if path.is_file():
+                pairs = read_pairs(path, name)
+                if pairs.kind != "binary":
+                    raise ValueError(f"{where}: task instr from a pairs file needs 0/1 'label' rows ({path})")
+                new = [
+                    {"query": a, "positive": b}
+                    for a, b, g in zip(pairs.sentences1, pairs.sentences2, pairs.gold, strict=True)
+                    if g == 1
+                ]
+            else:
+                data = read_text_retrieval(path, name)
+                new = [
+                    {"query": q, "positive": data.corpus[d]}
+                    for q, docs in zip(data.queries, data.relevant, strict=True)
+                    for d in sorted(docs)
+                ]
+        else:
+            raise ValueError(f"{where}: task must be 'text_pair' or 'instr' for these layouts, got {task!r}")
+        logger.info("%s: %d %s rows from %s", where, len(new), task, path)
+        rows.setdefault(task, []).extend(new)
+    for task, task_rows in rows.items():
+        report.rows[task] = len(task_rows)
+    if not rows:
+        raise ValueError("sources is empty: give at least one {path, task} source")
+    return DatasetDict({task: Dataset.from_list(task_rows) for task, task_rows in rows.items()}), report

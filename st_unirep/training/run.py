@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import torch
+from datasets import DatasetDict, concatenate_datasets
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
 from st_unirep.losses import build_loss
@@ -19,7 +20,7 @@ from st_unirep.presets import get_preset
 from st_unirep.testing import build_tiny_qwen2_vl
 from st_unirep.training.clipping import ComponentClippingCallback
 from st_unirep.training.config import TrainConfig
-from st_unirep.training.data import IMAGE_TASKS, load_task_data
+from st_unirep.training.data import IMAGE_TASKS, load_sources, load_task_data
 from st_unirep.training.health import HealthMonitorCallback
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
 from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
@@ -60,6 +61,45 @@ def _health_probe(data, size: int, seed: int) -> list[tuple]:
     return probe
 
 
+def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[float, float]]:
+    """The training data and the text-pair score range its losses see.
+
+    ``sources`` (the evaluation layouts) come with their scores already in [0, 1]; a ``data`` folder given beside
+    them has its text-pair scores mapped from ``score_range`` to [0, 1] too, and the tasks are concatenated.
+    """
+    if config.sources and config.data is None:
+        data, report = load_sources(config.sources)
+        logger.info("Training data from %d sources: %s", len(config.sources), report.rows)
+        return data, (0.0, 1.0)
+    data_root = Path(config.data) if config.data else output / "data"
+    if config.data is None and not (data_root / "ocr.jsonl").is_file():
+        generate_default_data(data_root, seed=0)
+    data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
+    logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
+    if not config.sources:
+        return data, tuple(config.score_range)
+    lo, hi = config.score_range
+    if "text_pair" in data:
+        data["text_pair"] = data["text_pair"].map(lambda row: {"score": (row["score"] - lo) / (hi - lo)})
+    extra, report = load_sources(config.sources)
+    logger.info("... plus %d sources: %s", len(config.sources), report.rows)
+    for task, dataset in extra.items():
+        data[task] = concatenate_datasets([data[task], dataset]) if task in data else dataset
+    return data, (0.0, 1.0)
+
+
+def _optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; the new head (every module after the backbone) may get its own rate."""
+    head_lr = config.head_learning_rate or config.learning_rate
+    groups = [
+        {"params": [p for p in model[0].parameters() if p.requires_grad], "lr": config.learning_rate},
+        {"params": [p for m in list(model)[1:] for p in m.parameters() if p.requires_grad], "lr": head_lr},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+
 def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str | None]:
     """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler and callbacks."""
     if config.bf16 is False and torch.cuda.is_available():
@@ -77,11 +117,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
             vision_depth=2,
             vision_embed_dim=config.tiny_hidden_size,
         )
-    data_root = Path(config.data) if config.data else output / "data"
-    if config.data is None and not (data_root / "ocr.jsonl").is_file():
-        generate_default_data(data_root, seed=0)
-    data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
-    logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
+    data, score_range = _load_data(config, output)
 
     preset = get_preset(config.preset)
     overrides = {}
@@ -98,6 +134,10 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     torch.manual_seed(config.seed)
     model = build_model(backbone, config.preset, **overrides)
     preset = preset.with_overrides(**overrides)
+    if config.freeze_embeddings:
+        embeddings = model[0].model.get_input_embeddings()
+        embeddings.requires_grad_(False)
+        logger.info("Frozen input embeddings: %s parameters", f"{embeddings.weight.numel():,}")
     if config.lora_r > 0:
         try:
             from peft import LoraConfig
@@ -114,7 +154,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
             model,
             task,
             preset,
-            score_range=tuple(config.score_range),
+            score_range=score_range,
             mini_batch_size=config.mini_batch_size,
             # Cross-device negatives need every rank on the same task each step: only the vaccine sampler does that.
             gather_across_devices=_world_size() > 1 and config.sampler == "vaccine",
@@ -161,6 +201,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         data_seed=config.seed,
         prompts=prompts or None,
         multi_dataset_batch_sampler=sampler,
+        batch_sampler=config.batch_sampler,
         logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps > 0 else "no",
         save_steps=max(config.save_steps, 1),
@@ -197,7 +238,15 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         if resume:
             dwa.load(resume)
         callbacks.append(dwa)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=losses, callbacks=callbacks)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        loss=losses,
+        callbacks=callbacks,
+        # Only with a separate head rate: our AdamW (the trainer still builds the lr schedule around it).
+        optimizers=(_optimizer(model, config), None) if config.head_learning_rate else (None, None),
+    )
     return trainer, resume
 
 
@@ -214,7 +263,7 @@ def run_training(config: TrainConfig) -> Path:
         trainer.model.save(str(output))
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
         (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
-        if config.data is None:  # the built-in data has a held-out OCR slice: report text -> image retrieval on it
+        if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
             result = heldout_ocr_retrieval(trainer.model, output / "data")
             (output / "heldout_ocr.json").write_text(json.dumps(result), encoding="utf-8")
             logger.info(

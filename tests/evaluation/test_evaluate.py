@@ -131,3 +131,25 @@ def test_minilm_stsb_dev_spearman_in_published_range(tmp_path):
     spearman = json.loads((tmp_path / "out" / "results.json").read_text())["stsb_en"]["spearman"]
     print(f"all-MiniLM-L6-v2 STS-B dev Spearman {spearman:.4f}")
     assert 0.82 <= spearman <= 0.88
+
+
+def test_rerank_threshold_table_and_model_prompts():
+    import numpy as np
+
+    from st_unirep.evaluation.datasets import RetrievalData
+    from st_unirep.evaluation.evaluate import _rerank_thresholds, prompt_names
+
+    data = RetrievalData("toy", ["q0", "q1", "q2"], ["d0", "d1", "d2"], [{0}, {1}, {2}])
+    q = c = np.eye(3)  # each query is its own document (score 1) and orthogonal to the others (score 0.5)
+    rows = {r["threshold"]: r for r in _rerank_thresholds(data, q, c)}
+    assert rows[0.5] == {"threshold": 0.5, "precision": 1 / 3, "recall": 1.0, "f1": 0.5, "selected": 9}
+    assert rows[0.55] == {"threshold": 0.55, "precision": 1.0, "recall": 1.0, "f1": 1.0, "selected": 3}
+
+    class Plain:
+        prompts = {}
+
+    class E5:
+        prompts = {"query": "query: ", "passage": "passage: ", "document": ""}
+
+    assert prompt_names(Plain()) == (None, None)
+    assert prompt_names(E5()) == ("query", "passage")

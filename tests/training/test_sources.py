@@ -1,0 +1,156 @@
+"""Training straight from the evaluation layouts: load_sources, the text-encoder options and the ST recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from st_unirep.training.config import load_config
+from st_unirep.training.data import load_sources
+from st_unirep.training.run import build_trainer
+from st_unirep.training.st_recipe import _prompts, train_st_recipe
+from tests.conftest import REPO
+from tests.test_presets import build_tiny_bert
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sources(tmp_path) -> list[dict]:
+    words = ["hello", "world", "the", "cat", "dog", "a"]
+    sts = _jsonl(
+        tmp_path / "stsb_en" / "train.jsonl",
+        [
+            {"sentence1": f"the {w}", "sentence2": f"a {w} {v}", "score": i % 6}
+            for i, (w, v) in enumerate((w, v) for w in words for v in words)
+        ],
+    )
+    sick = _jsonl(
+        tmp_path / "sick_en" / "train.jsonl",
+        [{"sentence1": f"a {w}", "sentence2": f"the {w}", "score": 1 + i % 5} for i, w in enumerate(words)],
+    )
+    para = _jsonl(
+        tmp_path / "vnpara_vi" / "train.jsonl",
+        [{"sentence1": f"cat {w}", "sentence2": f"dog {w}", "label": i % 2} for i, w in enumerate(words)],
+    )
+    quad = tmp_path / "viquad_vi" / "train"
+    _jsonl(quad / "queries.jsonl", [{"id": f"q{i}", "text": f"hello {w}"} for i, w in enumerate(words)])
+    _jsonl(quad / "corpus.jsonl", [{"id": f"d{i}", "text": f"world {w} {w}"} for i, w in enumerate(words[:3])])
+    _jsonl(quad / "qrels.jsonl", [{"query_id": f"q{i}", "doc_id": f"d{i % 3}", "score": 1} for i in range(6)])
+    return [
+        {"path": str(sts), "task": "text_pair"},
+        {"path": str(sick), "task": "text_pair"},
+        {"path": str(para), "task": "instr"},
+        {"path": str(quad), "task": "instr"},
+    ]
+
+
+def test_sources_map_scores_per_source_and_keep_only_positive_pairs(sources):
+    data, report = load_sources(sources)
+    assert report.rows == {"text_pair": 36 + 6, "instr": 3 + 6}
+    scores = data["text_pair"]["score"]
+    assert scores[:6] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])  # STS-B: score / 5
+    assert scores[36:41] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])  # SICK: (score - 1) / 4
+    instr = data["instr"]
+    assert instr[0] == {"query": "cat world", "positive": "dog world"}  # label-1 rows only (i = 1, 3, 5)
+    assert instr[3] == {"query": "hello hello", "positive": "world hello hello"}  # question -> its passage
+    assert len(instr) == 9
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"path": "missing.jsonl"}, "does not exist"),
+        ({"task": "ocr"}, "task must be 'text_pair' or 'instr'"),
+        ({"score_range": [0, 3]}, r"span \[0.0, 5.0\], outside score_range \[0, 3\]"),
+        ({"weight": 2}, r"unknown key\(s\) \['weight'\]"),
+    ],
+)
+def test_bad_sources_are_named(sources, change, match):
+    bad = [{**sources[0], **change}]
+    with pytest.raises(ValueError, match=r"sources\[0\]: .*" + match):
+        load_sources(bad)
+
+
+def test_a_task_that_does_not_fit_the_layout_is_refused(sources):
+    with pytest.raises(ValueError, match="needs graded rows"):
+        load_sources([{"path": sources[2]["path"], "task": "text_pair"}])
+    with pytest.raises(ValueError, match="needs 0/1 'label' rows"):
+        load_sources([{"path": sources[0]["path"], "task": "instr"}])
+
+
+def test_text_encoder_training_freezes_embeddings_and_gives_the_head_its_rate(tmp_path, sources):
+    bert = build_tiny_bert(tmp_path / "bert")
+    config = load_config(
+        REPO / "train" / "configs" / "text-minilm.yaml",
+        {
+            "backbone": bert,
+            "sources": sources,
+            "output_dir": str(tmp_path / "out"),
+            "output_dim": 16,
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "health_every": 2,
+        },
+    )
+    trainer, _ = build_trainer(config)
+    model = trainer.model
+    embeddings = model[0].model.get_input_embeddings().weight
+    before = embeddings.detach().clone()
+    layer = next(p for n, p in model[0].model.named_parameters() if "encoder" in n and p.ndim == 2)
+    layer_before = layer.detach().clone()
+    trainer.train()
+    assert torch.equal(embeddings, before)  # frozen
+    assert not torch.equal(layer, layer_before)  # the encoder trains
+    groups = trainer.optimizer.param_groups
+    assert [g["initial_lr"] for g in groups] == [config.learning_rate, config.head_learning_rate]
+    head = {id(p) for m in list(model)[1:] for p in m.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == head
+    assert trainer.state.log_history[0]["loss"] > 0
+
+
+def test_st_recipe_uses_the_models_prompts_and_trains(tmp_path, sources):
+    bert = build_tiny_bert(tmp_path / "bert")
+    model = SentenceTransformer(bert)
+    assert _prompts(model, ["text_pair", "instr"]) is None
+    model.prompts = {"query": "query: ", "passage": "passage: "}
+    assert _prompts(model, ["text_pair", "instr"]) == {
+        "text_pair": {"sentence1": "query: ", "sentence2": "query: "},
+        "instr": {"query": "query: ", "positive": "passage: "},
+    }
+    config = load_config(
+        None,
+        {
+            "backbone": bert,
+            "sources": sources,
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "freeze_embeddings": True,
+            "learning_rate": 1e-3,
+        },
+    )
+    path = train_st_recipe(config, tmp_path / "recipe")
+    trained = SentenceTransformer(str(path))
+    assert [type(m).__name__ for m in trained] == [type(m).__name__ for m in model]  # mean pooling kept, no head
+    before = model.encode(["the cat"], convert_to_tensor=True)
+    after = trained.encode(["the cat"], convert_to_tensor=True)
+    assert not torch.allclose(before, after)
+    w0 = model[0].auto_model.get_input_embeddings().weight
+    w1 = trained[0].auto_model.get_input_embeddings().weight
+    assert torch.equal(w0, w1)
+
+
+def test_configs_of_the_real_quality_issue_point_at_the_train_splits():
+    for name in ("text-minilm", "text-e5-small"):
+        config = load_config(REPO / "train" / "configs" / f"{name}.yaml")
+        assert config.sources and all("/train" in s["path"] for s in config.sources)
+        assert not any("/dev" in s["path"] or "/test" in s["path"] for s in config.sources)
