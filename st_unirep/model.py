@@ -56,6 +56,14 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
     projection = StableProjection(
         hidden, config.output_dim, mode=config.projection_mode, hidden_features=config.projection_hidden_dim
     )
+    if config.head_init == "identity":
+        if config.output_dim != hidden:
+            raise ValueError(
+                f"head_init='identity' needs output_dim == the backbone width ({hidden}), got {config.output_dim}"
+            )
+        if isinstance(pooling, AttentionPooling):
+            pooling.reset_to_mean()
+        projection.reset_to_identity()
     model = SentenceTransformer(
         modules=[first, pooling, projection, MatryoshkaNormalize()], similarity_fn_name="cosine"
     )

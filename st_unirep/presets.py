@@ -38,6 +38,9 @@ class Preset:
     orthogonality: float = 1e-4  # weight of ||W W^T - I||_F^2 (seeds give none; ~0.1 of the loss at init for 2B)
     attention_entropy: float = 0.0  # weight of the pooling-entropy bonus (UniRep §5.1; seeds give none)
     matryoshka_weighting: str = "quadratic"  # "quadratic" (UniRep-M) or "uniform" (ST's default)
+    # "random": the seeds' fresh head; "identity": pooling starts as mean pooling and the projection as the identity
+    # (needs output_dim == the backbone width), for fine-tuning pretrained encoders (see README, Real quality).
+    head_init: str = "random"
 
     def with_overrides(self, **overrides: Any) -> Preset:
         """A copy with ``overrides`` applied; unknown names raise a ValueError listing the valid ones."""
@@ -60,6 +63,8 @@ class Preset:
         return preset
 
     def validate(self) -> None:
+        if self.head_init not in ("random", "identity"):
+            raise ValueError(f"head_init must be 'random' or 'identity', got {self.head_init!r}")
         if not isinstance(self.output_dim, int) or self.output_dim <= 0:
             raise ValueError(f"output_dim must be a positive int, got {self.output_dim!r}")
         for dim in self.matryoshka_dims:

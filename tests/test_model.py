@@ -233,3 +233,23 @@ def test_batches_group_images_by_visual_tokens_and_match_one_by_one(tiny_model, 
     assert batches == [large, small]
     one_by_one = np.stack([tiny_model.encode([path], batch_size=1)[0] for path in paths])
     np.testing.assert_allclose(grouped, one_by_one, atol=1e-5, rtol=0)
+
+
+def test_identity_head_starts_as_the_pretrained_mean_pooled_encoder(tmp_path):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from tests.test_presets import build_tiny_bert
+
+    bert = build_tiny_bert(tmp_path / "bert")
+    plain = SentenceTransformer(bert)  # transformers folder: ST adds mean pooling
+    texts = ["hello world", "the cat", "a dog", "the dog the cat"]
+    reference = plain.encode(texts)
+    model = build_model(bert, "viuniembed", output_dim=32, head_init="identity")
+    ours = model.encode(texts)
+    cosines = (ours * reference).sum(1) / np.linalg.norm(reference, axis=1)
+    assert cosines.min() > 0.99  # GELU(c + 3) - 3 ~ c on mean-pooled components
+    with pytest.raises(ValueError, match=r"needs output_dim == the backbone width \(32\), got 16"):
+        build_model(bert, "viuniembed", output_dim=16, head_init="identity")
+    with pytest.raises(ValueError, match="head_init must be 'random' or 'identity'"):
+        build_model(bert, "viuniembed", output_dim=32, head_init="zeros")

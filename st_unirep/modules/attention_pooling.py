@@ -80,6 +80,17 @@ class AttentionPooling(Module):
             self.w_k = nn.Linear(embedding_dim, embedding_dim, bias=False)
             self.w_v = nn.Linear(embedding_dim, embedding_dim, bias=False)
 
+    @torch.no_grad()
+    def reset_to_mean(self) -> None:
+        """Start as masked mean pooling: a zero query (or context) vector gives every token the same score, and
+        ``W_v = I``. For fine-tuning a pretrained encoder whose mean-pooled vectors are already good: training
+        starts from them instead of from a random mix of them."""
+        if self.mode == "context":
+            self.context.zero_()
+        else:
+            self.query.zero_()
+            self.w_v.weight.copy_(torch.eye(self.embedding_dim))
+
     def forward(self, features: dict[str, torch.Tensor | Any], **kwargs) -> dict[str, torch.Tensor | Any]:
         token_embeddings = features["token_embeddings"]
         mask = features.get("attention_mask")

@@ -157,6 +157,34 @@ class StableProjection(Module):
         state["_spectral_cache"] = {}
         return state
 
+    @torch.no_grad()
+    def reset_to_identity(self, shift: float = 3.0) -> None:
+        r"""Start as (nearly) the identity, so a pretrained encoder's geometry survives the new head at step 0.
+
+        ``linear_layernorm``: :math:`W = I`, so :math:`\mathbf{p} = \operatorname{LayerNorm}(\mathbf{c})` (cosines
+        become Pearson correlations of the components). ``mlp``: :math:`W_1 = W_2 = I` (:math:`\sigma_{max} = 1`,
+        unchanged by the spectral norm), :math:`b_1 = s\mathbf{1}`, :math:`b_2 = -s\mathbf{1}`, so
+        :math:`\mathbf{p} = \operatorname{GELU}(\mathbf{c} + s) - s \approx \mathbf{c}`:
+        the error :math:`(c_i + s)(1 - \Phi(c_i + s))` is below 0.046 for :math:`c_i \ge 2 - s` and at most 0.0041
+        for :math:`c_i \ge 0` at :math:`s = 3`. Needs ``in_features == out_features``
+        (and ``hidden_features`` too in ``mlp`` mode).
+        """
+        sizes = {self.in_features, self.out_features} | ({self.hidden_features} if self.mode == "mlp" else set())
+        if len(sizes) != 1:
+            raise ValueError(
+                f"reset_to_identity needs in_features == out_features (== hidden_features), got {self.in_features}, "
+                f"{self.out_features}" + (f", {self.hidden_features}" if self.mode == "mlp" else "")
+            )
+        eye = torch.eye(self.in_features)
+        if self.mode == "linear_layernorm":
+            self.linear.weight.copy_(eye)
+        else:
+            self.fc1.weight.copy_(eye)
+            self.fc1.bias.fill_(shift)
+            self.fc2.weight.copy_(eye)
+            self.fc2.bias.fill_(-shift)
+        self._spectral_cache = {}
+
     def spectral_weights(self) -> list[torch.Tensor]:
         """The spectrally-normalised weights (empty in ``linear_layernorm`` mode)."""
         if self.mode != "mlp":

@@ -25,6 +25,10 @@ class TrainConfig:
     regularizers: bool = True  # uniformity / anti-collapse / orthogonality / entropy terms (False: ablation)
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)
+    max_seq_length: int | None = None  # truncate training inputs to this many tokens (None: the backbone's)
+    projection_mode: str | None = None  # None: the preset's ("mlp" or "linear_layernorm")
+    head_init: str | None = None  # None: the preset's ("random"); "identity" starts from mean pooling
+    backbone_dropout: float | None = None  # None: the backbone's own dropout; 0 turns it off (see README)
     freeze_embeddings: bool = False  # freeze the input token embeddings (e.g. e5's 250k x 384 matrix: 96M params)
     tiny_hidden_size: int = 64  # width of the "tiny" backbone
     tiny_layers: int = 2  # decoder layers of the "tiny" backbone

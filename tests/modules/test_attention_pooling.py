@@ -157,3 +157,15 @@ def test_folded_heads_match_unfolded_formula_values_and_gradients(mode, batch, s
     ref_grads = torch.autograd.grad((ref * weights).sum(), [hidden, *pooling.parameters()])
     for grad, ref_grad in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["context", "multihead"])
+def test_reset_to_mean_is_masked_mean_pooling(mode):
+    torch.manual_seed(0)
+    pool = AttentionPooling(8, mode=mode, num_heads=2)
+    pool.reset_to_mean()
+    tokens = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    out = pool({"token_embeddings": tokens, "attention_mask": mask})["sentence_embedding"]
+    expected = torch.stack([tokens[0, :3].mean(0), tokens[1, :2].mean(0)])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)

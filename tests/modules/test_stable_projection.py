@@ -167,3 +167,19 @@ def test_cache_filled_in_inference_mode_serves_a_training_step():
     out = projection(x)["sentence_embedding"]
     out.sum().backward()  # would raise if the cached singular vectors were inference tensors
     assert projection.fc1.weight.grad is not None and torch.isfinite(projection.fc1.weight.grad).all()
+
+
+def test_reset_to_identity():
+    x = torch.tensor([[0.5, -1.0, 2.0, 0.0], [3.0, -0.5, 0.25, 1.0]])
+    projection = StableProjection(4, 4, mode="linear_layernorm")
+    projection.reset_to_identity()
+    out = projection({"sentence_embedding": x})["sentence_embedding"]
+    torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (4,)))  # LayerNorm(I c)
+    projection = StableProjection(4, 4, mode="mlp")
+    projection.reset_to_identity(shift=3.0)
+    out = projection({"sentence_embedding": x})["sentence_embedding"]
+    torch.testing.assert_close(out, torch.nn.functional.gelu(x + 3.0) - 3.0)  # sigma_max(I) = 1: W / sigma = I
+    assert (out - x).abs().max() < 0.046  # GELU(c + 3) - 3 = c within (c + 3)(1 - Phi(c + 3)): 0.0455 at c = -1
+    assert (out - x)[x >= 0].abs().max() < 0.0041  # 3 (1 - Phi(3)) = 0.00405 at c = 0
+    with pytest.raises(ValueError, match="in_features == out_features"):
+        StableProjection(4, 3, mode="mlp").reset_to_identity()

@@ -100,10 +100,12 @@ def test_text_encoder_training_freezes_embeddings_and_gives_the_head_its_rate(tm
             "per_device_train_batch_size": 4,
             "logging_steps": 1,
             "health_every": 2,
+            "max_seq_length": 5,
         },
     )
     trainer, _ = build_trainer(config)
     model = trainer.model
+    assert model.max_seq_length == 5 and trainer.inference_max_seq_length == 64  # the tiny BERT's positions
     embeddings = model[0].model.get_input_embeddings().weight
     before = embeddings.detach().clone()
     layer = next(p for n, p in model[0].model.named_parameters() if "encoder" in n and p.ndim == 2)
