@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sentence_transformers.base.modules import Normalize
 from torch import Tensor, nn
 
 
@@ -44,7 +45,16 @@ class EmbeddingLoss(nn.Module):
         self.model = model
 
     def embed(self, sentence_features: Iterable[dict[str, Any]]) -> list[Tensor]:
-        return [F.normalize(self.model(features)["sentence_embedding"], p=2, dim=-1) for features in sentence_features]
+        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        if self._model_normalizes():
+            # Unit vectors already (a final Normalize; MatryoshkaLoss re-normalises its prefixes): normalising again
+            # changes nothing, forward or backward (the projection onto the sphere's tangent is idempotent).
+            return embeddings
+        return [F.normalize(e, p=2, dim=-1) for e in embeddings]
+
+    def _model_normalizes(self) -> bool:
+        modules = list(self.model.children()) if isinstance(self.model, nn.Sequential) else []
+        return bool(modules) and isinstance(modules[-1], Normalize)
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
         return self.compute_loss_from_embeddings(self.embed(sentence_features), labels)

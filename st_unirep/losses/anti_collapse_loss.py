@@ -19,7 +19,12 @@ def check_variant(variant: str) -> None:
 
 def anti_collapse(embeddings: Tensor, threshold: float = 0.95, variant: str = "mean") -> Tensor:
     """The penalty on one ``(n, d)`` set of unit vectors (see :class:`AntiCollapseLoss`)."""
-    similarities = off_diagonal(embeddings @ embeddings.T)  # S_ij, i != j: (n (n - 1),)
+    return anti_collapse_from_similarities(embeddings @ embeddings.T, threshold, variant)
+
+
+def anti_collapse_from_similarities(similarities: Tensor, threshold: float = 0.95, variant: str = "mean") -> Tensor:
+    """:func:`anti_collapse` from the ``(n, n)`` cosine matrix of one set (shared with other terms)."""
+    similarities = off_diagonal(similarities)  # S_ij, i != j: (n (n - 1),)
     if variant == "mean":
         return F.relu(similarities - threshold).mean()
     return F.relu(10 * (similarities.max() - threshold))

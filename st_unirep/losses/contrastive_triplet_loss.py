@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
-from st_unirep.losses._functional import hardest_negative_triplet, symmetric_info_nce
+from st_unirep.losses._functional import hardest_negative_triplet, local_logits, symmetric_info_nce
 
 # The seeds' margins per task: viPolyQwen (m, lambda_trip) and UniRep-M (m).
 MARGINS = {
@@ -79,14 +79,21 @@ class ContrastiveTripletLoss(EmbeddingLoss):
     def components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         check_batch(type(self).__name__, embeddings, min_columns=2)
         anchors, positives, negatives = embeddings[0], embeddings[1], embeddings[2:]
+        # On one device both terms read the same (B, C) similarity matrix: computed once.
+        shared = None if self.gather_across_devices else local_logits(anchors, positives, self.temperature, negatives)
         out = {
             "nce": symmetric_info_nce(
-                anchors, positives, self.temperature, negatives, gather_across_devices=self.gather_across_devices
+                anchors,
+                positives,
+                self.temperature,
+                negatives,
+                gather_across_devices=self.gather_across_devices,
+                logits=shared,
             )
         }
         if self.triplet_weight:
             out["triplet"] = self.triplet_weight * hardest_negative_triplet(
-                anchors, positives, self.temperature, self.margin, negatives, self.gather_across_devices
+                anchors, positives, self.temperature, self.margin, negatives, self.gather_across_devices, logits=shared
             )
         return out
 

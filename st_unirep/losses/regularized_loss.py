@@ -12,8 +12,8 @@ from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 from torch import Tensor, nn
 
 from st_unirep.losses._base import check_non_negative
-from st_unirep.losses.anti_collapse_loss import anti_collapse, check_variant
-from st_unirep.losses.uniformity_loss import uniformity
+from st_unirep.losses.anti_collapse_loss import anti_collapse_from_similarities, check_variant
+from st_unirep.losses.uniformity_loss import uniformity_from_gram
 
 
 def attention_entropy(attention: Tensor) -> Tensor:
@@ -142,12 +142,21 @@ class RegularizedLoss(nn.Module):
         """Weighted uniformity and anti-collapse of full-width embeddings, one ``(B, d)`` per column."""
         columns = [F.normalize(c, p=2, dim=-1) for c in columns if c.shape[0] >= 2]
         terms: dict[str, Tensor] = {}
-        if not columns:
+        if not columns or not (self.uniformity or self.anti_collapse):
             return terms
+        embeddings = torch.cat(columns)  # (N, d)
+        gram = embeddings @ embeddings.T  # (N, N): one product for both terms
         if self.uniformity:  # over every embedding of the batch (UniformityLoss)
-            terms["uniformity"] = self.uniformity * uniformity(torch.cat(columns), self.uniformity_t)
-        if self.anti_collapse:  # within each column (AntiCollapseLoss)
-            values = [anti_collapse(c, self.anti_collapse_threshold, self.anti_collapse_variant) for c in columns]
+            terms["uniformity"] = self.uniformity * uniformity_from_gram(gram, self.uniformity_t)
+        if self.anti_collapse:  # within each column (AntiCollapseLoss): the diagonal blocks of the Gram matrix
+            values, start = [], 0
+            for column in columns:
+                end = start + column.shape[0]
+                block = gram[start:end, start:end]  # (B, B), cosines within the column
+                values.append(
+                    anti_collapse_from_similarities(block, self.anti_collapse_threshold, self.anti_collapse_variant)
+                )
+                start = end
             terms["anti_collapse"] = self.anti_collapse * torch.stack(values).mean()
         return terms
 

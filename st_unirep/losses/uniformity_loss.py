@@ -13,7 +13,15 @@ from st_unirep.losses._functional import off_diagonal
 
 def uniformity(embeddings: Tensor, t: float = 2.0) -> Tensor:
     r""":math:`\log \mathbb{E}_{i \ne j} \exp(-t \lVert e_i - e_j \rVert^2)` of one ``(n, d)`` set, via logsumexp."""
-    sq_dist = torch.cdist(embeddings, embeddings).pow(2)  # (n, n)
+    return uniformity_from_gram(embeddings @ embeddings.T, t)
+
+
+def uniformity_from_gram(gram: Tensor, t: float = 2.0) -> Tensor:
+    r""":func:`uniformity` from the Gram matrix :math:`G = E E^\top` ``(n, n)``, with
+    :math:`\lVert e_i - e_j \rVert^2 = G_{ii} + G_{jj} - 2 G_{ij}` (one product shared with other terms; cheaper
+    than ``torch.cdist``, whose square root is squared again, forward and backward)."""
+    norms = gram.diagonal()  # (n,), squared norms
+    sq_dist = (norms[:, None] + norms[None, :] - 2 * gram).clamp_min(0)  # (n, n)
     values = -t * off_diagonal(sq_dist)  # (n (n - 1),)
     return torch.logsumexp(values, dim=0) - math.log(values.numel())
 
