@@ -169,3 +169,22 @@ def test_input_length_counts_visual_tokens_not_path_characters(backbone, tmp_pat
     assert backbone.input_length(conversation) == 4 * big_tokens + 2 + 5
     assert backbone.input_length("plain text") == 10
     assert backbone.input_length(str(tmp_path / "missing.png")) == 0  # the error comes when the batch is built
+
+
+@pytest.mark.parametrize("size", [(600, 400), (90, 700), (1000, 1000)])
+def test_images_shrink_to_the_budget_on_load_with_identical_pixels(backbone, monkeypatch, size):
+    image = make_image(size, "purple")
+    width, height = backbone._check_input(image).size
+    assert width * height <= 112 * 112 < size[0] * size[1]  # the batch holds budget-sized images, not originals
+    assert width * height == backbone.visual_tokens_per_image(*size) * 28 * 28
+    fast = backbone.preprocess([image, {"text": "two", "image": [image, make_image((40, 30))]}])
+    monkeypatch.setattr(Backbone, "_fit_to_budget", lambda self, img: img)  # the processor resizes the originals
+    reference = backbone.preprocess([image, {"text": "two", "image": [image, make_image((40, 30))]}])
+    for key, value in reference.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(fast[key], value), key
+
+
+def test_images_within_the_budget_are_left_alone(backbone):
+    small = make_image((40, 30))  # below min_pixels: the processor upscales it, nothing to save here
+    assert backbone._fit_to_budget(small) is small
