@@ -77,7 +77,10 @@ def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -
         overrides["max_steps"] = args.max_steps
     config = load_config(REPO / "train" / "configs" / f"text-{name}.yaml", overrides)
     start = time.time()
-    if variant == "untuned":
+    if variant != "untuned" and (folder / "model" / "modules.json").is_file() and not args.force:
+        log.info("%s / %s: evaluating the model already trained in %s", name, variant, folder / "model")
+        path = str(folder / "model")
+    elif variant == "untuned":
         path = backbone
     elif variant == "st-recipe":
         path = str(train_st_recipe(config, folder / "model"))

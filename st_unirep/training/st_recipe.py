@@ -41,7 +41,7 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
 
     Reads from ``config``: ``backbone``, ``sources``, ``freeze_embeddings``, ``num_train_epochs``, ``max_steps``,
     ``per_device_train_batch_size``, ``learning_rate``, ``warmup_ratio``, ``lr_scheduler_type``, ``weight_decay``,
-    ``batch_sampler``, ``seed``. The st_unirep-only fields (head, losses, schedules) do not apply.
+    ``batch_sampler``, ``max_seq_length``, ``seed``. The st_unirep-only fields (head, losses, schedules) do not apply.
     """
     if not config.sources:
         raise ValueError("train_st_recipe needs config.sources (the evaluation-layout training sets)")
@@ -49,6 +49,9 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
     logger.info("ST recipe on %s: %s", config.backbone, report.rows)
     torch.manual_seed(config.seed)
     model = SentenceTransformer(config.backbone)
+    inference_max_seq_length = model.max_seq_length
+    if config.max_seq_length is not None:  # the same training-only cap as the st_unirep run
+        model.max_seq_length = config.max_seq_length
     if config.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     losses = {}
@@ -78,6 +81,7 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=losses)
     trainer.train()
+    model.max_seq_length = inference_max_seq_length
     model.save(str(output_dir))
     return output_dir
 
