@@ -95,7 +95,7 @@ def test_text_encoder_training_freezes_embeddings_and_gives_the_head_its_rate(tm
             "backbone": bert,
             "sources": sources,
             "output_dir": str(tmp_path / "out"),
-            "output_dim": 16,
+            "output_dim": 32,
             "max_steps": 3,
             "per_device_train_batch_size": 4,
             "logging_steps": 1,
