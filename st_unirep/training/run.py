@@ -137,8 +137,9 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     preset = preset.with_overrides(**overrides)
     if config.backbone_dropout is not None:
         # Every dropout of the backbone (BERT's attention dropout reads its nn.Dropout's p as well). With dropout,
-        # the two sides of a pair are noisier in training than at inference, so a score regressed in training
-        # comes out too high at inference (measured on MiniLM: ECE 0.25 with dropout 0.1).
+        # the two sides of a pair are noisier in training than at inference, so a score regressed in training is
+        # biased at inference. (Measured on MiniLM the effect is small next to the dev-set calibration gap; see
+        # README, Real quality.)
         for module in model[0].modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = config.backbone_dropout
