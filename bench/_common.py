@@ -8,9 +8,11 @@ jobs slows both sides alike; the load average is printed with every table for th
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -134,11 +136,18 @@ def report(name: str, title: str, table: str, notes: str = "", write: bool = Tru
         print(f"(written to {BENCHMARKS_MD.relative_to(REPO)})")
 
 
+def temp_dir(prefix: str) -> Path:
+    """A temporary folder removed when the script exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def tiny_qwen2_vl() -> str:
     """A tiny random Qwen2-VL checkpoint (st_unirep.testing) in a temporary folder."""
     from st_unirep.testing import build_tiny_qwen2_vl
 
-    return build_tiny_qwen2_vl(Path(tempfile.mkdtemp(prefix="bench-tiny-")) / "qwen2-vl")
+    return build_tiny_qwen2_vl(temp_dir("bench-tiny-") / "qwen2-vl")
 
 
 def minilm_path() -> str:

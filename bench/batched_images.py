@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import random
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +39,7 @@ def mixed_folder(photos: int, receipts: int, seed: int = 0) -> list[str]:
     """Symlinks to the dev photos and receipts in one folder, uniform names, shuffled."""
     sources = sorted(_common.PHOTOS.iterdir())[:photos] + sorted(_common.RECEIPTS.iterdir())[:receipts]
     random.Random(seed).shuffle(sources)
-    folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
+    folder = _common.temp_dir("bench-images-")
     paths = []
     for index, source in enumerate(sources):
         link = folder / f"img_{index:04d}{source.suffix.lower()}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def main() -> None:
     model.encode(paths[: args.batch_size], batch_size=args.batch_size)  # first-call allocations out of the way
 
     runs = {}
-    out_dir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    out_dir = _common.temp_dir("bench-memory-")
     for name in ("model.encode", "encode_to_disk"):
         gc.collect()
         reset_peak()
