@@ -10,7 +10,7 @@ share one and the same ``Backbone`` module, so only the head differs:
 The same STS-B dev sentences are encoded with the same batch size; runs alternate between the models and the
 ratio is the median over rounds of time(model) / time(baseline). Target: st_unirep / baseline ≤ 1.03.
 
-    python bench/head_overhead.py [--preset unirep-m] [--sentences 256] [--batch_size 32] [--repeats 7] [--threads 1]
+    python bench/head_overhead.py [--preset unirep-m] [--sentences 256] [--batch_size 32] [--repeats 15] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--preset", default="unirep-m")
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds at least")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timing per model at least (more rounds if fast)")
     _common.add_thread_arg(parser)
     parser.add_argument("--no_write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -60,13 +61,16 @@ def main() -> None:
             name: (lambda m=model: m.encode(sentences, batch_size=args.batch_size, show_progress_bar=False))
             for name, model in models.items()
         }
-        times = _common.interleaved(runs, repeats=args.repeats)
+        # Fast models get more rounds: at least --seconds of timing per model, so a ~1 % effect stands out of the noise.
+        once = _common.timed(next(iter(runs.values())))
+        repeats = max(args.repeats, min(101, int(args.seconds / once)))
+        times = _common.interleaved(runs, repeats=repeats)
         base = next(iter(times))
         for name, values in times.items():
             seconds = _common.median(values)
             rows.append(
                 [
-                    label,
+                    f"{label} ({repeats} rounds)",
                     name,
                     models[name].get_embedding_dimension(),
                     f"{seconds * 1e3:.0f}",
@@ -80,8 +84,8 @@ def main() -> None:
     )
     notes = (
         f"{len(sentences)} STS-B dev sentences per encode, batch {args.batch_size}, preset `{args.preset}`, "
-        f"median of {args.repeats} interleaved runs; ratio = median over runs of time / baseline time in the same "
-        "round. Target: st_unirep ≤ 1.03."
+        "median of interleaved runs (rounds per backbone in the table); ratio = median over rounds of time / "
+        "baseline time in the same round. Target: st_unirep ≤ 1.03."
     )
     _common.report("head_overhead", "Head overhead (encode, CPU)", table, notes, write=not args.no_write)
 
