@@ -72,11 +72,12 @@ class StableProjection(Module):
     **Fast path.** :math:`\sigma_{max}` changes only when the weights do (once per optimizer step), so the
     singular vectors :math:`u, v` of each weight are computed once per weight version (one ``eigh``) and
     :math:`\sigma_{max} = u^\top W v` is rebuilt differentiably from them in every forward, with the same
-    value and gradient as :func:`spectral_normalize` (parity-tested to 1e-5). Without gradients the normalised
-    weight itself is reused. The cache is keyed on the tensor's storage and version counter, which every
-    in-place update through the parameter bumps (optimizer steps, ``load_state_dict``, ``copy_``); it is
-    dropped by ``.to()``/``.half()``, deep copies and pickling. An update through ``param.data`` bypasses the
-    version counter: call :meth:`clear_spectral_cache` after one.
+    value and gradient as :func:`spectral_normalize` (parity-tested to 1e-5). Before each use the cached
+    vectors are checked against the current weights (they must be a fixed point of one power-iteration step,
+    two mat-vecs), so any change of the weights (optimizer steps, loading, ``param.data`` writes) triggers a
+    fresh ``eigh``. An earlier cache keyed on the tensor's version counter served stale vectors after
+    optimizer steps, whose in-place updates did not bump it (saved model ≠ model in memory). The cache is
+    dropped by ``.to()``/``.half()``, deep copies and pickling.
 
     Args:
         in_features: :math:`D_{in}`, the pooled width (the backbone's hidden size).
@@ -120,33 +121,38 @@ class StableProjection(Module):
         """Forget the cached singular vectors (needed only after changing weights through ``param.data``)."""
         self._spectral_cache = {}
 
+    @staticmethod
+    def _still_top(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, tolerance: float = 1e-6) -> bool:
+        r"""Whether cached :math:`u, v` are still the top singular vectors of ``weight``: they are a fixed point of
+        one power-iteration step (:math:`W^\top u \parallel v` and :math:`W v \parallel u`). Two mat-vecs."""
+        with torch.no_grad(), torch.autocast(device_type=weight.device.type, enabled=False):
+            w = weight.detach().float()  # (out, in)
+            v_next = w.T @ u  # (in,)
+            u_next = w @ v  # (out,)
+            cos_v = (v_next @ v) / v_next.norm().clamp_min(1e-12)
+            cos_u = (u_next @ u) / u_next.norm().clamp_min(1e-12)
+            return bool(torch.minimum(cos_v, cos_u) > 1 - tolerance)
+
     def _normalized(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         r""":math:`W / \sigma_{max}(W)` for ``fc1``/``fc2``, equal to ``spectral_normalize(weight)``, from the cache."""
-        if weight.is_inference():  # created under inference_mode: no version counter to key a cache on
+        if weight.is_inference():  # created under inference_mode: cannot serve a later training step
             return spectral_normalize(weight)
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
+        # Not keyed on the version counter: optimizer steps (torch.optim under no_grad) leave ``_version``
+        # unchanged here, which served stale vectors after training. Validity is checked on the values instead.
+        key = (weight.data_ptr(), weight.dtype, weight.device, tuple(weight.shape))
         entry = self._spectral_cache.get(name)
-        if entry is None or entry[0] != key:
+        if entry is None or entry[0] != key or not self._still_top(weight, entry[1], entry[2]):
             # Normal (non-inference) tensors, so a cache filled inside encode()'s inference_mode serves training.
             with torch.inference_mode(False):
                 u, v = top_singular_vectors(weight)
             # The weight reference keeps its storage alive, so a new tensor can never reuse its address.
-            entry = (key, u, v, weight.detach(), None)
-        _, u, v, _, frozen = entry
-        if torch.is_grad_enabled() and weight.requires_grad:
-            w = weight.float()  # (out, in)
-            with torch.autocast(device_type=w.device.type, enabled=False):
-                sigma = (u @ (w @ v)).clamp_min(1e-6)  # sigma_max, differentiable, d sigma / dW = u v^T
-            normalized = (w / sigma).to(weight.dtype)
-        else:
-            if frozen is None:
-                with torch.inference_mode(False), torch.no_grad():
-                    w = weight.detach().float()
-                    frozen = (w / (u @ (w @ v)).clamp_min(1e-6)).to(weight.dtype)
-                entry = entry[:4] + (frozen,)
-            normalized = frozen
-        self._spectral_cache[name] = entry
-        return normalized
+            entry = (key, u, v, weight.detach())
+            self._spectral_cache[name] = entry
+        _, u, v, _ = entry
+        w = weight.float()  # (out, in)
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            sigma = (u @ (w @ v)).clamp_min(1e-6)  # sigma_max, differentiable, d sigma / dW = u v^T
+        return (w / sigma).to(weight.dtype)
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): new tensors, new singular vectors
         self._spectral_cache = {}

@@ -183,3 +183,21 @@ def test_reset_to_identity():
     assert (out - x)[x >= 0].abs().max() < 0.0041  # 3 (1 - Phi(3)) = 0.00405 at c = 0
     with pytest.raises(ValueError, match="in_features == out_features"):
         StableProjection(4, 3, mode="mlp").reset_to_identity()
+
+
+def test_cache_follows_weight_changes_that_do_not_bump_the_version_counter():
+    """Regression: optimizer steps left ``_version`` unchanged, and a version-keyed cache served stale vectors."""
+    torch.manual_seed(0)
+    projection = StableProjection(12, 8, mode="mlp")
+    x = torch.randn(5, 12)
+    projection({"sentence_embedding": x})  # fills the cache
+    with torch.no_grad():
+        projection.fc1.weight.data.add_(0.3 * torch.randn_like(projection.fc1.weight))  # bypasses the counter
+        projection.fc2.weight.data.mul_(torch.linspace(0.5, 2.0, 12))
+    out = projection({"sentence_embedding": x})["sentence_embedding"]
+    w1 = spectral_normalize(projection.fc1.weight.detach())
+    w2 = spectral_normalize(projection.fc2.weight.detach())
+    expected = torch.nn.functional.linear(
+        torch.nn.functional.gelu(torch.nn.functional.linear(x, w1, projection.fc1.bias)), w2, projection.fc2.bias
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -156,3 +156,30 @@ def test_configs_of_the_real_quality_issue_point_at_the_train_splits():
         config = load_config(REPO / "train" / "configs" / f"{name}.yaml")
         assert config.sources and all("/train" in s["path"] for s in config.sources)
         assert not any("/dev" in s["path"] or "/test" in s["path"] for s in config.sources)
+
+
+def test_the_saved_model_encodes_like_the_trained_model_in_memory(tmp_path, sources):
+    """Regression: a stale spectral-norm cache made the in-memory model differ from the saved one."""
+    bert = build_tiny_bert(tmp_path / "bert")
+    config = load_config(
+        None,
+        {
+            "backbone": bert,
+            "sources": sources,
+            "output_dir": str(tmp_path / "out"),
+            "preset": "viuniembed",
+            "output_dim": 32,
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-2,
+            "health_every": 100,
+        },
+    )
+    trainer, _ = build_trainer(config)
+    trainer.train()
+    texts = ["the cat", "hello world", "a dog"]
+    in_memory = trainer.model.encode(texts, convert_to_tensor=True)
+    trainer.model.save(str(tmp_path / "saved"))
+    saved = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
+    reloaded = saved.encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(in_memory, reloaded, atol=1e-5, rtol=1e-5)
