@@ -33,7 +33,9 @@ def test_default_training_learns_heldout_ocr(tmp_path):
         f"held-out OCR text->image R@1 {retrieval['r@1']:.3f} (chance {retrieval['chance']:.3f}); "
         f"loss {first:.3f} -> {last:.3f}"
     )
-    assert retrieval["r@1"] >= 5 * retrieval["chance"]
+    # Measured over seeds 42/1/2/3 (train/configs/tiny.yaml): 0.97-1.00. Chance is 1/32; a job stuck on its loss
+    # plateau gives 0.03-0.06, so 0.5 separates "learned to read" from "did not" with room on both sides.
+    assert retrieval["r@1"] >= 0.5, retrieval
     assert last < first
     assert (output / "checkpoints" / "health.jsonl").is_file()
     assert json.loads((output / "heldout_ocr.json").read_text())["r@1"] == pytest.approx(retrieval["r@1"])
