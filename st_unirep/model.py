@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,37 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
         if isinstance(pooling, AttentionPooling):
             pooling.reset_to_mean()
         projection.reset_to_identity()
+    prompts, default_prompt_name = _backbone_prompts(backbone)
     model = SentenceTransformer(
-        modules=[first, pooling, projection, MatryoshkaNormalize()], similarity_fn_name="cosine"
+        modules=[first, pooling, projection, MatryoshkaNormalize()],
+        similarity_fn_name="cosine",
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
     )
     return model
+
+
+def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]:
+    """The prompts a sentence-transformers backbone was saved with (``config_sentence_transformers.json``).
+
+    ``SentenceTransformer(modules=...)`` starts with empty prompts, so without this an E5 backbone would lose its
+    ``"query: "`` / ``"passage: "``: trained and evaluated without them (README, "Real quality").
+    A plain transformers checkpoint (Qwen2-VL) has no such file: ``(None, None)``.
+    """
+    import json
+
+    from transformers.utils import cached_file
+
+    path = cached_file(backbone, "config_sentence_transformers.json", _raise_exceptions_for_missing_entries=False)
+    if path is None:
+        return None, None
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    prompts = config.get("prompts") or None
+    if prompts is not None and not (
+        isinstance(prompts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())
+    ):
+        raise ValueError(f"{path}: 'prompts' must map prompt names to strings, got {prompts!r}")
+    return prompts, config.get("default_prompt_name")
 
 
 def calibrated_similarity(

@@ -28,8 +28,9 @@ def _supports_images(model) -> bool:
 def prompt_names(model) -> tuple[str | None, str | None]:
     """The model's own prompt names for queries (and both sides of a pair) and for documents, if it has them.
 
-    E5-style models are trained with ``"query: "`` / ``"passage: "`` and lose accuracy without them; a model
-    without prompts (every st_unirep model: its task prefixes are a training signal only) gets ``(None, None)``.
+    E5-style models are trained with ``"query: "`` / ``"passage: "`` and lose accuracy without them (an st_unirep
+    model built on one keeps them: ``build_model``); a model without prompts (Qwen2-VL st_unirep models: their task
+    prefixes are a training signal only) gets ``(None, None)``.
     """
     prompts = getattr(model, "prompts", None) or {}
     query = "query" if prompts.get("query") else None

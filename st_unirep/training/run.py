@@ -22,6 +22,7 @@ from st_unirep.training.clipping import ComponentClippingCallback
 from st_unirep.training.config import TrainConfig
 from st_unirep.training.data import IMAGE_TASKS, load_sources, load_task_data
 from st_unirep.training.health import HealthMonitorCallback
+from st_unirep.training.prompts import encoder_prompts
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
 from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
 from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval
@@ -175,8 +176,9 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         )
         for task in data
     }
+    # A text encoder's own query / passage prompts (E5) stay on its inputs, as inference will put them.
+    prompts = encoder_prompts(model.prompts, {task: dataset.column_names for task, dataset in data.items()})
     # Prefix-guided training (viPolyQwen §3.4): the task's prefix token on every input column, training only.
-    prompts = {}
     if preset.prefix_tokens:
         for task, dataset in data.items():
             token = f"<{task}>"

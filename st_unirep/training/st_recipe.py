@@ -19,21 +19,9 @@ from sentence_transformers.sentence_transformer.losses import CoSENTLoss, Multip
 
 from st_unirep.training.config import TrainConfig
 from st_unirep.training.data import load_sources
+from st_unirep.training.prompts import encoder_prompts
 
 logger = logging.getLogger(__name__)
-
-
-def _prompts(model: SentenceTransformer, tasks: list[str]) -> dict[str, dict[str, str]] | None:
-    """Per-task, per-column prompts from the model's own "query" / "passage" prompts (None if it has none)."""
-    query, passage = model.prompts.get("query"), model.prompts.get("passage") or model.prompts.get("document")
-    if not query:
-        return None
-    prompts = {}
-    if "text_pair" in tasks:
-        prompts["text_pair"] = {"sentence1": query, "sentence2": query}  # symmetric task: "query: " on both sides
-    if "instr" in tasks:
-        prompts["instr"] = {"query": query, "positive": passage or query}
-    return prompts
 
 
 def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
@@ -71,7 +59,7 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
         weight_decay=config.weight_decay,
         batch_sampler=config.batch_sampler,
         multi_dataset_batch_sampler="proportional",
-        prompts=_prompts(model, list(data)),
+        prompts=encoder_prompts(model.prompts, {t: d.column_names for t, d in data.items()}) or None,
         use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         data_seed=config.seed,

@@ -11,8 +11,9 @@ from sentence_transformers import SentenceTransformer
 
 from st_unirep.training.config import load_config
 from st_unirep.training.data import load_sources
+from st_unirep.training.prompts import encoder_prompts
 from st_unirep.training.run import build_trainer
-from st_unirep.training.st_recipe import _prompts, train_st_recipe
+from st_unirep.training.st_recipe import train_st_recipe
 from tests.conftest import REPO
 from tests.test_presets import build_tiny_bert
 
@@ -123,9 +124,10 @@ def test_text_encoder_training_freezes_embeddings_and_gives_the_head_its_rate(tm
 def test_st_recipe_uses_the_models_prompts_and_trains(tmp_path, sources):
     bert = build_tiny_bert(tmp_path / "bert")
     model = SentenceTransformer(bert)
-    assert _prompts(model, ["text_pair", "instr"]) is None
+    columns = {"text_pair": ["sentence1", "sentence2", "score"], "instr": ["query", "positive"]}
+    assert encoder_prompts(model.prompts, columns) == {}
     model.prompts = {"query": "query: ", "passage": "passage: "}
-    assert _prompts(model, ["text_pair", "instr"]) == {
+    assert encoder_prompts(model.prompts, columns) == {
         "text_pair": {"sentence1": "query: ", "sentence2": "query: "},
         "instr": {"query": "query: ", "positive": "passage: "},
     }
@@ -183,3 +185,63 @@ def test_the_saved_model_encodes_like_the_trained_model_in_memory(tmp_path, sour
     saved = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
     reloaded = saved.encode(texts, convert_to_tensor=True)
     torch.testing.assert_close(in_memory, reloaded, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_prompts_cover_every_input_column_and_only_text_tasks():
+    prompts = {"query": "query: ", "document": "doc: "}
+    columns = {"instr": ["query", "positive", "negative_1"], "ocr": ["anchor", "positive"], "text_pair": ["a", "b"]}
+    assert encoder_prompts(prompts, columns) == {
+        "instr": {"query": "query: ", "positive": "doc: ", "negative_1": "doc: "},  # "document" when no "passage"
+        "text_pair": {"a": "query: ", "b": "query: "},
+    }
+    assert encoder_prompts({"query": "q: "}, {"instr": ["query", "positive"]}) == {
+        "instr": {"query": "q: ", "positive": "q: "}  # no passage prompt: the query prompt on both sides
+    }
+    assert encoder_prompts({"query": "", "document": ""}, columns) == {}  # ST's empty defaults: none
+
+
+def _bert_with_prompts(path: Path, prompts: dict) -> str:
+    bert = build_tiny_bert(path)
+    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}), encoding="utf-8")
+    return bert
+
+
+def test_st_unirep_keeps_the_backbones_prompts_in_training_and_after_saving(tmp_path, sources):
+    """Regression: build_model dropped E5's "query: " / "passage: ", so the st_unirep recipe trained and was
+    evaluated without them while both baselines had them."""
+    prompts = {"query": "query: ", "passage": "passage: ", "document": ""}
+    bert = _bert_with_prompts(tmp_path / "bert", prompts)
+    config = load_config(
+        None,
+        {
+            "backbone": bert,
+            "sources": sources,
+            "output_dir": str(tmp_path / "out"),
+            "preset": "viuniembed",
+            "output_dim": 32,
+            "max_steps": 1,
+            "per_device_train_batch_size": 4,
+            "health_every": 100,
+        },
+    )
+    trainer, _ = build_trainer(config)
+    assert trainer.model.prompts == prompts
+    assert trainer.args.prompts == {
+        "text_pair": {"sentence1": "query: ", "sentence2": "query: "},
+        "instr": {"query": "query: ", "positive": "passage: "},
+    }
+    trainer.model.save(str(tmp_path / "saved"))
+    loaded = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
+    assert loaded.prompts == prompts
+    # The prompt really reaches the encoder: "query: " changes the embedding of a text.
+    plain = loaded.encode(["the cat"], convert_to_tensor=True)
+    prompted = loaded.encode(["the cat"], prompt_name="query", convert_to_tensor=True)
+    assert not torch.allclose(plain, prompted)
+
+
+def test_bad_prompts_in_the_backbone_config_name_the_file(tmp_path):
+    from st_unirep.model import build_model
+
+    bert = _bert_with_prompts(tmp_path / "bert", {"query": 3})
+    with pytest.raises(ValueError, match=r"config_sentence_transformers.json: 'prompts' must map prompt names"):
+        build_model(bert, "viuniembed", output_dim=32)
