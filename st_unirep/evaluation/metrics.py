@@ -33,6 +33,17 @@ def calibration(predicted: np.ndarray, target: np.ndarray, bins: int = 10) -> di
     return {"ece": float(ece), "brier": float(np.mean((predicted - target) ** 2))}
 
 
+def floor_bound_ece(target: np.ndarray, floor: float, bins: int = 10) -> float:
+    r"""ECE of the best predictor that never scores below ``floor``: :math:`p_i = \max(s_i, \text{floor})`.
+
+    A score :math:`(\cos + 1) / 2` below 0.5 needs a negative cosine. An encoder that gives (almost) no pair a
+    negative cosine is at best this predictor with ``floor = 0.5``: exact on every pair the data rates ≥ 0.5 and
+    at 0.5 on the rest, so its ECE is at least this value (same bins as :func:`calibration`).
+    """
+    target = np.asarray(target, dtype=np.float64)
+    return calibration(np.maximum(target, floor), target, bins)["ece"]
+
+
 def reliability_curve(predicted: np.ndarray, target: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
     """(mean prediction, mean target, count) per non-empty equal-width bin, for a reliability diagram."""
     predicted, target = np.asarray(predicted, dtype=np.float64), np.asarray(target, dtype=np.float64)

@@ -59,3 +59,11 @@ def test_fewer_candidates_than_ten():
     out = metrics.retrieval(np.array([[0.1, 0.9, 0.5]]), [{2}])
     assert out["r@1"] == 0.0 and out["r@5"] == 1.0 and out["mrr@10"] == pytest.approx(0.5)
     assert out["ndcg@10"] == pytest.approx(1 / math.log2(3))
+
+
+def test_floor_bound_ece_by_hand():
+    # gold 0 and 1, floor 0.5: predictions 0.5 (bin 5, gold 0) and 1.0 (bin 9, exact): ECE = 0.5 * 0.5 = 0.25
+    assert metrics.floor_bound_ece(np.array([0.0, 1.0]), 0.5) == pytest.approx(0.25)
+    # gold 0.1, 0.3 both lifted into bin 5 (mean gold 0.2); gold 0.8 exact: ECE = 2/3 * 0.3 = 0.2
+    assert metrics.floor_bound_ece(np.array([0.1, 0.3, 0.8]), 0.5) == pytest.approx(0.2)
+    assert metrics.floor_bound_ece(np.array([0.6, 0.9]), 0.5) == 0.0  # nothing below the floor: exact
