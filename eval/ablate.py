@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         row = {"final loss": sum(losses[-3:]) / max(1, len(losses[-3:]))}
-        if config.data is None:
+        if config.data is None and not config.sources:  # the built-in data (and its held-out renderings) was used
             row["held-out OCR t2i R@1"] = heldout_ocr_retrieval(trainer.model, folder / "data")["r@1"]
         if Path(known.eval_data).is_dir():
             results, _ = evaluate(trainer.model, known.eval_data, known.eval_split, dims=[], show_progress_bar=False)
