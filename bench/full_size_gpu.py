@@ -39,15 +39,9 @@ from pathlib import Path
 
 import _common
 
+from st_unirep.testing import QWEN2_VL_PROCESSOR_FILES
+
 DEFAULT_CONFIG = _common.SHARED / "models" / "qwen2-vl-2b-config"
-CHECKPOINT_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "preprocessor_config.json",
-)
 
 
 # ------------------------------------------------------------------------------------------------ FLOP counting
@@ -130,7 +124,7 @@ def random_checkpoint(config_dir: Path, out_dir: Path) -> Path:
     with torch.device("cuda"):
         model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out_dir)
-    for name in CHECKPOINT_FILES:
+    for name in QWEN2_VL_PROCESSOR_FILES:
         if (config_dir / name).is_file():
             shutil.copy(config_dir / name, out_dir / name)
     del model
@@ -158,6 +152,17 @@ def cuda_timer():
 
 
 # ------------------------------------------------------------------------------------------------ measurements
+def timed_encode(model, inputs: list, batch_size: int, repeats: int) -> float:
+    """Median seconds of ``model.encode(inputs)`` over ``repeats`` runs, after one warm-up batch."""
+    model.encode(inputs[:batch_size], batch_size=batch_size)
+    times = []
+    for _ in range(repeats):
+        with cuda_timer() as timer:
+            model.encode(inputs, batch_size=batch_size)
+        times.append(timer["seconds"])
+    return _common.median(times)
+
+
 def measure_encode(args, checkpoint: Path, attn: str, rows: list) -> None:
     import torch
 
@@ -170,13 +175,7 @@ def measure_encode(args, checkpoint: Path, attn: str, rows: list) -> None:
 
     texts = long_texts(tokenizer, args.text_batch * args.text_batches, args.text_tokens)
     tokens = sum(int(model[0].preprocess([t])["attention_mask"].sum()) for t in texts)
-    model.encode(texts[: args.text_batch], batch_size=args.text_batch)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        with cuda_timer() as timer:
-            model.encode(texts, batch_size=args.text_batch)
-        times.append(timer["seconds"])
-    seconds = _common.median(times)
+    seconds = timed_encode(model, texts, args.text_batch, args.repeats)
     rows.append(
         [
             attn,
@@ -192,13 +191,7 @@ def measure_encode(args, checkpoint: Path, attn: str, rows: list) -> None:
     tokens = sum(int(f["attention_mask"].sum()) for f in features)
     patches = sum(int(f["image_grid_thw"].prod(-1).sum()) for f in features)
     visual = patches // model[0].processor.image_processor.merge_size ** 2
-    model.encode(pictures[: args.image_batch], batch_size=args.image_batch)
-    times = []
-    for _ in range(args.repeats):
-        with cuda_timer() as timer:
-            model.encode(pictures, batch_size=args.image_batch)
-        times.append(timer["seconds"])
-    seconds = _common.median(times)
+    seconds = timed_encode(model, pictures, args.image_batch, args.repeats)
     rows.append(
         [
             attn,

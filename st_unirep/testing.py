@@ -31,6 +31,17 @@ QWEN2_VL_SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
+# The non-weight files of a real Qwen2-VL checkpoint that tokenisation and image processing read: copied beside
+# random weights to get a checkpoint that tokenises and preprocesses like the real one.
+QWEN2_VL_PROCESSOR_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "preprocessor_config.json",
+)
+
 # Qwen2-VL-2B-Instruct's chat template (the one in ../shared/models/qwen2-vl-2b-config/chat_template.json).
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"

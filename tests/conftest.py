@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from st_unirep import build_model
 from st_unirep.presets import PRESETS
-from st_unirep.testing import build_tiny_qwen2_vl
+from st_unirep.testing import QWEN2_VL_PROCESSOR_FILES, build_tiny_qwen2_vl
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -73,14 +73,7 @@ def real_layout_path(tmp_path_factory) -> str:
     )
     torch.manual_seed(0)
     Qwen2VLForConditionalGeneration(config).save_pretrained(path)
-    for name in (
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "merges.txt",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ):
+    for name in QWEN2_VL_PROCESSOR_FILES:
         shutil.copy(REAL_CONFIG / name, path / name)
     return str(path)
 
