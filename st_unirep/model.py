@@ -13,6 +13,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from st_unirep.modules.attention_pooling import AttentionPooling
 from st_unirep.modules.backbone import Backbone
 from st_unirep.modules.matryoshka_normalize import MatryoshkaNormalize
+from st_unirep.modules.score_calibration import ScoreCalibration
 from st_unirep.modules.stable_projection import StableProjection
 from st_unirep.presets import DEFAULT_BACKBONE, get_preset
 
@@ -99,27 +100,49 @@ def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]
 
 
 def calibrated_similarity(
-    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, pairwise: bool = False
+    a: torch.Tensor | np.ndarray,
+    b: torch.Tensor | np.ndarray,
+    *,
+    model: SentenceTransformer | ScoreCalibration | str | Path | None = None,
+    profile: str | None = None,
+    pairwise: bool = False,
 ) -> torch.Tensor:
-    r"""The calibrated relevance score :math:`s = (\cos(a, b) + 1) / 2 \in [0, 1]`.
+    r"""The relevance in [0, 1] of embedding pairs: the model's calibrated score, or the seeds' ``(cos + 1) / 2``.
 
     Args:
         a: ``(d,)`` or ``(n, d)`` embeddings (need not be normalised).
         b: ``(d,)`` or ``(m, d)`` embeddings.
+        model: ``None``: the seeds' mapping :math:`s = (\cos(a, b) + 1) / 2` (UniRep / viPolyQwen), which is *not*
+            calibrated on real data (README, Real quality). A model (a ``SentenceTransformer`` with a
+            ``ScoreCalibration`` module, that module, or a saved model folder): its calibration profile
+            :math:`g_d(\cos)` for the embeddings' width d (a monotone map fit on labelled pairs; see
+            :class:`~st_unirep.calibration.CalibrationProfile`).
+        profile: The model's profile to apply (e.g. ``"sts"``, ``"relatedness"``, ``"paraphrase"``, ``"qa"``);
+            ``None``: ``"default"``. An unknown name raises a ValueError listing the model's profiles.
         pairwise: If True, ``a`` and ``b`` have the same number of rows and the result is ``(n,)``, row i against
             row i. Otherwise the result is the ``(n, m)`` matrix of every pair.
 
     Returns:
-        A float tensor in ``[0, 1]``: ``(n, m)``, ``(n,)`` when ``pairwise``, or a scalar for two vectors.
+        A float tensor in ``[0, 1]``: ``(n, m)``, ``(n,)`` when ``pairwise``, or a scalar for two vectors. Both
+        mappings are strictly increasing in the cosine, so they rank exactly as the cosine does.
     """
-    a_t = torch.as_tensor(a, dtype=torch.float32)
-    b_t = torch.as_tensor(b, dtype=torch.float32)
+    # float64: a calibration map can be steep between close knots, where float32 cosines would move the score.
+    a_t = torch.as_tensor(a).detach().cpu().double()
+    b_t = torch.as_tensor(b).detach().cpu().double()
     single = a_t.ndim == 1 and b_t.ndim == 1
     a_t, b_t = torch.atleast_2d(a_t), torch.atleast_2d(b_t)
     if a_t.ndim != 2 or b_t.ndim != 2 or a_t.shape[-1] != b_t.shape[-1]:
         raise ValueError(
             f"Expected (n, d) and (m, d) embeddings with the same d, got {tuple(a_t.shape)} and {tuple(b_t.shape)}"
         )
+    finite = torch.isfinite(a_t).all(-1), torch.isfinite(b_t).all(-1)
+    if not (bool(finite[0].all()) and bool(finite[1].all())):
+        rows = [torch.nonzero(~f).flatten()[:5].tolist() for f in finite]
+        raise ValueError(f"Embeddings must be finite; non-finite rows: a {rows[0]}, b {rows[1]}")
+    if model is None and profile is not None:
+        raise ValueError(f"profile={profile!r} needs the model whose calibration it is: pass model=...")
+    calibration = _calibration_of(model) if model is not None else None
+    chosen = calibration.get(profile) if calibration is not None else None
     a_t = torch.nn.functional.normalize(a_t, dim=-1, eps=1e-12)
     b_t = torch.nn.functional.normalize(b_t, dim=-1, eps=1e-12)
     if pairwise or single:
@@ -128,5 +151,31 @@ def calibrated_similarity(
         cos = (a_t * b_t).sum(-1)  # (n,)
     else:
         cos = a_t @ b_t.T  # (n, m)
-    score = ((cos + 1) / 2).clamp(0.0, 1.0)
+    if chosen is None:
+        score = ((cos + 1) / 2).clamp(0.0, 1.0).float()
+    else:
+        score = torch.as_tensor(chosen(cos.numpy(), a_t.shape[-1]), dtype=torch.float32)
     return score[0] if single else score
+
+
+def _calibration_of(model: SentenceTransformer | ScoreCalibration | str | Path) -> ScoreCalibration:
+    """The ``ScoreCalibration`` of a model object, of a saved model folder, or the module itself."""
+    from st_unirep.calibration import find_calibration, load_calibration
+
+    if isinstance(model, ScoreCalibration):
+        return model
+    if isinstance(model, (str, Path)):
+        found, where = load_calibration(model), str(model)
+    elif isinstance(model, SentenceTransformer):
+        found, where = find_calibration(model), "this model"
+    else:
+        raise TypeError(
+            f"model must be a SentenceTransformer, a ScoreCalibration or a model folder, got {type(model).__name__}"
+        )
+    if found is None:
+        raise ValueError(
+            f"{where} has no calibration profiles. Fit them on labelled pairs with python -m st_unirep.calibrate "
+            "--model MODEL --data PAIRS.jsonl --profile NAME, or call calibrated_similarity without model= for "
+            "the seeds' (cos + 1) / 2"
+        )
+    return found

@@ -31,6 +31,7 @@ class Preset:
     text_pair_weights: dict[str, float] = field(  # CalibratedTextPairLoss weights: UniRep KL + 10 MSE + 5 rank
         default_factory=lambda: {"kl_weight": 1.0, "mse_weight": 10.0, "rank_weight": 5.0, "nce_weight": 0.0}
     )
+    instruction_cos_weight: float = 1.0  # λ_cos of InstructionLoss (viPolyQwen's direct pull; 0 = InfoNCE only)
     triplet_margins: str = "unirep-m"  # key of losses.MARGINS: per-task (margin, triplet weight)
     uniformity: float = 0.1  # gamma of the uniformity regulariser (UniRep-M)
     anti_collapse: float = 1.0  # lambda_ac (0 disables)

@@ -8,6 +8,7 @@ and saves the model to ``output/``. Under ``torchrun`` / ``accelerate launch`` t
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import logging
 import os
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         kind = hints[field.name]
         if kind is bool or kind == (bool | None):
             parser.add_argument(f"--{field.name}", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
+        elif "dict" in str(kind):  # a JSON object, e.g. --text_pair_weights '{"cosent_weight": 1}'
+            parser.add_argument(f"--{field.name}", type=json.loads, metavar="JSON")
         elif "list" in str(kind):
             parser.add_argument(f"--{field.name}", type=float, nargs="+")
         elif kind in (int, int | None):

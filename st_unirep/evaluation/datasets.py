@@ -74,7 +74,8 @@ def _number(row: dict, key: str, where: tuple[Path, int]) -> float:
     return float(value)
 
 
-def read_pairs(path: Path, name: str) -> PairData:
+def read_pairs(path: Path, name: str, score_range: tuple[float, float] | None = None) -> PairData:
+    """Graded or binary pairs; a graded set's range is ``score_range``, else ``SCORE_RANGES[name]``, else its own."""
     s1, s2, gold, kind = [], [], [], None
     for number, row in _rows(path):
         where = (path, number)
@@ -93,12 +94,13 @@ def read_pairs(path: Path, name: str) -> PairData:
     if not gold:
         raise DataError(path, 0, "<file>", "no rows")
     if kind == "graded":
-        score_range = SCORE_RANGES.get(name, (min(gold), max(gold)))
+        known = score_range is not None or name in SCORE_RANGES
+        score_range = score_range or SCORE_RANGES.get(name, (min(gold), max(gold)))
         lo, hi = score_range
         bad = next((i for i, g in enumerate(gold) if not lo <= g <= hi), None)
         if bad is not None:
             raise DataError(path, bad + 1, "score", f"expected a number in [{lo}, {hi}], got {gold[bad]}")
-        if name not in SCORE_RANGES:
+        if not known:
             logger.warning("%s: unknown score range, using the data's own [%s, %s]", name, lo, hi)
     else:
         score_range = (0.0, 1.0)

@@ -38,7 +38,10 @@ def prompt_names(model) -> tuple[str | None, str | None]:
     return query, document
 
 
-def _encode(model, items: list[str], batch_size: int, progress: bool, prompt_name: str | None = None) -> np.ndarray:
+def encode_texts(
+    model, items: list[str], batch_size: int, prompt_name: str | None = None, progress: bool = False
+) -> np.ndarray:
+    """Unit-norm float32 embeddings ``(n, d)`` of ``items`` with the model's prompt ``prompt_name``."""
     return model.encode(
         items,
         batch_size=batch_size,
@@ -111,8 +114,8 @@ def evaluate(
             continue
         logger.info("Evaluating %s (%s)", data.name, data.kind)
         if isinstance(data, PairData):
-            a = _encode(model, data.sentences1, batch_size, show_progress_bar, query_prompt)
-            b = _encode(model, data.sentences2, batch_size, show_progress_bar, query_prompt)
+            a = encode_texts(model, data.sentences1, batch_size, query_prompt, show_progress_bar)
+            b = encode_texts(model, data.sentences2, batch_size, query_prompt, show_progress_bar)
             results[data.name], artifacts[data.name] = _pair_metrics(data, a, b)
             for dim in dims:
                 results[data.name][f"dim_{dim}"] = _pair_metrics(
@@ -120,9 +123,9 @@ def evaluate(
                 )[0]
             anchors, positives = a, b
         else:
-            q = _encode(model, data.queries, batch_size, show_progress_bar, query_prompt)
+            q = encode_texts(model, data.queries, batch_size, query_prompt, show_progress_bar)
             corpus_prompt = None if data.image_corpus else document_prompt
-            c = _encode(model, data.corpus, batch_size, show_progress_bar, corpus_prompt)
+            c = encode_texts(model, data.corpus, batch_size, corpus_prompt, show_progress_bar)
             results[data.name] = _retrieval_metrics(data, q, c)
             artifacts[data.name] = {"thresholds": _rerank_thresholds(data, q, c)}
             for dim in dims:

@@ -53,7 +53,10 @@ class EmbeddingLoss(nn.Module):
         return [F.normalize(e, p=2, dim=-1) for e in embeddings]
 
     def _model_normalizes(self) -> bool:
+        from st_unirep.modules.score_calibration import ScoreCalibration
+
         modules = list(self.model.children()) if isinstance(self.model, nn.Sequential) else []
+        modules = [m for m in modules if not isinstance(m, ScoreCalibration)]  # identity in forward
         return bool(modules) and isinstance(modules[-1], Normalize)
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:

@@ -22,8 +22,9 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             + w_{kl}\,\mathrm{KL}\big(\mathrm{softmax}(s/\tau_{kl}) \,\Vert\, \mathrm{softmax}(p/\tau_{kl})\big)
             + w_{rank}\,\tfrac{1}{|P|}\textstyle\sum_{(i,j) \in P} \max(0, m - (p_i - p_j))
             + w_{nce}\,\mathrm{InfoNCE}_{sym}(a, b; \tau)
+            + w_{cosent}\,\log\big(1 + \textstyle\sum_{(i,j) \in P} e^{\lambda(\cos_j - \cos_i)}\big)
 
-    where :math:`P = \{(i, j): s_i > s_j\}`.
+    where :math:`P = \{(i, j): s_i > s_j\}` and :math:`\cos_i = \cos(a_i, b_i)`.
 
     - ``mse``: viPolyQwen :math:`\mathcal{L}_{MSE}`, UniRep :math:`\mathcal{L}_{score}`.
     - ``kl``: UniRep-M §5.1 "soft distributions from similarity scores". Our reading: over the B pairs of the
@@ -32,16 +33,21 @@ class CalibratedTextPairLoss(EmbeddingLoss):
     - ``rank``: UniRep-M §5.1 with m = 0.15. The seed sums over pairs; we average over the ordered pairs
       :math:`P` so that :math:`w_{rank}` means the same at every batch size (sum = mean × |P|).
     - ``nce``: viPolyQwen's symmetric in-batch InfoNCE over the pairs, τ = 0.07.
+    - ``cosent``: CoSENT (Su 2022; sentence-transformers' ``CoSENTLoss``), scale :math:`\lambda` = 20: a pure
+      ranking term on the cosine. It leaves the cosine's scale free, so with ``cosent`` alone (cosent=1, the rest
+      0) the embedding is trained for ranking and the calibrated score comes from the model's score calibration
+      profiles (``st_unirep.calibration``), not from (cos + 1)/2. The text configs use it (README, Real quality).
 
     Presets: viPolyQwen ``nce=1, mse=1``; UniRep / UniRep-M / ViUniEmbed ``kl=1, mse=10, rank=5``.
 
     Args:
         model: The SentenceTransformer.
         score_range: ``(lo, hi)`` of the labels, e.g. ``(0, 5)`` for STS-B. Labels outside raise a ValueError.
-        mse_weight, kl_weight, rank_weight, nce_weight: Component weights; 0 disables a component.
+        mse_weight, kl_weight, rank_weight, nce_weight, cosent_weight: Component weights; 0 disables one.
         kl_temperature: :math:`\tau_{kl}`.
         rank_margin: :math:`m`.
         nce_temperature: :math:`\tau` of the InfoNCE term.
+        cosent_scale: :math:`\lambda` of the CoSENT term (ST's default 20).
         gather_across_devices: Under DDP, the InfoNCE term sees the pairs of every rank. ``mse`` is per pair and
             ``kl`` / ``rank`` compare the pairs of the local batch.
 
@@ -79,6 +85,8 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         "kl_temperature",
         "rank_margin",
         "nce_temperature",
+        "cosent_weight",
+        "cosent_scale",
         "gather_across_devices",
     ]
 
@@ -93,6 +101,8 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         kl_temperature: float = 0.1,
         rank_margin: float = 0.15,
         nce_temperature: float = 0.07,
+        cosent_weight: float = 0.0,
+        cosent_scale: float = 20.0,
         gather_across_devices: bool = False,
     ) -> None:
         super().__init__(model)
@@ -103,13 +113,15 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             ("kl_weight", kl_weight),
             ("rank_weight", rank_weight),
             ("nce_weight", nce_weight),
+            ("cosent_weight", cosent_weight),
             ("rank_margin", rank_margin),
         ):
             check_non_negative(name, value)
-        if mse_weight + kl_weight + rank_weight + nce_weight == 0:
-            raise ValueError("At least one of mse_weight, kl_weight, rank_weight, nce_weight must be > 0")
+        if mse_weight + kl_weight + rank_weight + nce_weight + cosent_weight == 0:
+            raise ValueError("At least one of mse_weight, kl_weight, rank_weight, nce_weight, cosent_weight must be > 0")
         check_positive("kl_temperature", kl_temperature)
         check_positive("nce_temperature", nce_temperature)
+        check_positive("cosent_scale", cosent_scale)
         self.score_range = (float(score_range[0]), float(score_range[1]))
         self.mse_weight, self.kl_weight, self.rank_weight, self.nce_weight = (
             mse_weight,
@@ -118,6 +130,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             nce_weight,
         )
         self.kl_temperature, self.rank_margin, self.nce_temperature = kl_temperature, rank_margin, nce_temperature
+        self.cosent_weight, self.cosent_scale = cosent_weight, cosent_scale
         self.gather_across_devices = gather_across_devices
 
     def target_scores(self, labels: Tensor | None) -> Tensor:
@@ -134,11 +147,12 @@ class CalibratedTextPairLoss(EmbeddingLoss):
 
     def components(self, embeddings: list[Tensor], labels: Tensor | None) -> dict[str, Tensor]:
         """Each weighted component separately (for logging); their sum is the loss."""
-        in_batch = self.kl_weight > 0 or self.rank_weight > 0 or self.nce_weight > 0
+        in_batch = self.kl_weight > 0 or self.rank_weight > 0 or self.nce_weight > 0 or self.cosent_weight > 0
         check_batch(type(self).__name__, embeddings, min_columns=2, min_batch=2 if in_batch else 1)
         a, b = embeddings[0], embeddings[1]
         target = self.target_scores(labels).to(a.device)  # s, (B,)
-        predicted = ((a * b).sum(-1) + 1) / 2  # p, (B,)
+        cosines = (a * b).sum(-1)  # cos_i, (B,)
+        predicted = (cosines + 1) / 2  # p, (B,)
         out: dict[str, Tensor] = {}
         if self.mse_weight:
             out["mse"] = self.mse_weight * F.mse_loss(predicted, target)
@@ -154,6 +168,12 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             out["nce"] = self.nce_weight * symmetric_info_nce(
                 a, b, self.nce_temperature, gather_across_devices=self.gather_across_devices
             )
+        if self.cosent_weight:
+            ordered = target[:, None] > target[None, :]  # (B, B): s_i > s_j
+            differences = self.cosent_scale * (cosines[None, :] - cosines[:, None])  # (B, B): λ(cos_j - cos_i)
+            differences = differences.masked_fill(~ordered, float("-inf"))
+            zero = differences.new_zeros(1)  # the "1 +" inside the log
+            out["cosent"] = self.cosent_weight * torch.logsumexp(torch.cat([zero, differences.flatten()]), dim=0)
         return out
 
     @property

@@ -61,7 +61,9 @@ def build_loss(
             model, score_range, gather_across_devices=gather_across_devices, **config.text_pair_weights
         )
     elif task == "instr":
-        loss = InstructionLoss(model, gather_across_devices=gather_across_devices)
+        loss = InstructionLoss(
+            model, cos_weight=config.instruction_cos_weight, gather_across_devices=gather_across_devices
+        )
     else:
         margin, triplet_weight = MARGINS[config.triplet_margins][task]
         loss = ContrastiveTripletLoss(

@@ -22,6 +22,9 @@ class TrainConfig:
     freeze_vision: bool | None = None  # None: the preset's (UniRep-M freezes the vision tower)
     pooling_mode: str | None = None  # None: the preset's; "mean" is the ablation baseline
     loss_mode: str = "per_task"  # "per_task" (the seeds' losses) or "infonce" (every task, the ablation baseline)
+    # Loss weights of the text_pair task (CalibratedTextPairLoss: mse/kl/rank/nce/cosent_weight; None: the preset's)
+    text_pair_weights: dict[str, float] | None = None
+    instruction_cos_weight: float | None = None  # λ_cos of the instr task's InstructionLoss (None: the preset's)
     regularizers: bool = True  # uniformity / anti-collapse / orthogonality / entropy terms (False: ablation)
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)
@@ -39,6 +42,9 @@ class TrainConfig:
     sources: list[dict[str, Any]] | None = None
     score_range: list[float] = field(default_factory=lambda: [0.0, 5.0])  # range of text_pair scores
     skip_invalid: bool = False  # skip (and count) invalid rows instead of failing on the first
+    # Score calibration profiles fit on the trained model and saved with it: {profile: [source, ...]}, each source a
+    # graded / binary pairs file or a retrieval folder (st_unirep.calibration.fitting). None: no profiles.
+    calibration: dict[str, list[Any]] | None = None
     # --- optimisation (viPolyQwen §4.3 for the Qwen2-VL presets) ---
     output_dir: str = "output"  # the final model goes here; checkpoints in <output_dir>/checkpoints
     num_train_epochs: float = 1.0  # epochs (ignored when max_steps > 0)
@@ -92,8 +98,21 @@ class TrainConfig:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "health_every", "logging_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        self._validate_calibration()
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2: the losses compare samples within a batch")
+
+    def _validate_calibration(self) -> None:
+        """Fail before training, not after it: every calibration source must exist."""
+        if self.calibration is None:
+            return
+        if not isinstance(self.calibration, dict) or not self.calibration:
+            raise ValueError(f"calibration must map profile names to lists of sources, got {self.calibration!r}")
+        for name, sources in self.calibration.items():
+            for source in [sources] if isinstance(sources, (str, dict)) else sources or [None]:
+                path = source.get("path") if isinstance(source, dict) else source
+                if not isinstance(path, str) or not Path(path).exists():
+                    raise ValueError(f"calibration.{name}: source {source!r} is not an existing file or folder")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -128,7 +128,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         overrides["max_pixels"] = config.max_pixels
     if config.freeze_vision is not None:
         overrides["freeze_vision"] = config.freeze_vision
-    for name in ("pooling_mode", "projection_mode", "head_init"):
+    for name in ("pooling_mode", "projection_mode", "head_init", "text_pair_weights", "instruction_cos_weight"):
         if getattr(config, name) is not None:
             overrides[name] = getattr(config, name)
     if config.gradient_checkpointing:
@@ -265,6 +265,21 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     return trainer, resume
 
 
+def _fit_calibration(model, config: TrainConfig) -> None:
+    """Fit ``config.calibration``'s profiles on the trained model at its width and Matryoshka widths; attach them."""
+    from st_unirep.calibration import attach_profiles, fit_profiles
+
+    dims = [d for d in get_preset(config.preset).with_overrides(
+        **({"output_dim": config.output_dim} if config.output_dim else {})
+    ).matryoshka_dims]
+    was_training = model.training
+    model.eval()
+    profiles = fit_profiles(model, config.calibration, dims=dims or None)
+    model.train(was_training)
+    attach_profiles(model, profiles)
+    logger.info("Calibration profiles fit and saved with the model: %s", [p.name for p in profiles])
+
+
 def run_training(config: TrainConfig) -> Path:
     """Train as ``config`` says, save the final model to ``config.output_dir`` and return that path."""
     config.validate()
@@ -276,6 +291,8 @@ def run_training(config: TrainConfig) -> Path:
             backbone = trainer.model[0]
             backbone.model = backbone.model.merge_and_unload()
         trainer.model.max_seq_length = trainer.inference_max_seq_length
+        if config.calibration:  # the profiles of the model as it will be used: after training, inference length
+            _fit_calibration(trainer.model, config)
         trainer.model.save(str(output))
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
         (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
