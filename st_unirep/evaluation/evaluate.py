@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from st_unirep.calibration import find_calibration
 from st_unirep.evaluation import metrics
 from st_unirep.evaluation.datasets import PairData, RetrievalData, discover
 
@@ -52,7 +53,36 @@ def encode_texts(
     )
 
 
-def _pair_metrics(data: PairData, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
+PROFILE_THRESHOLDS = (0.5, 0.7, 0.9)  # the cuts reported for a binary profile's P(relevant)
+
+
+def _profile_metrics(
+    calibration, target: str, cosines: np.ndarray, gold: np.ndarray, width: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """ECE / Brier (and reliability or thresholds) of each of the model's profiles for this kind of target.
+
+    Graded sets are scored with the graded profiles, binary pairs and retrieval pairs with the binary ones
+    (P(relevant)); keys ``ece@<profile>``, ``brier@<profile>``. Profiles without a map for ``width`` are skipped.
+    """
+    out: dict[str, float] = {}
+    artifacts: dict[str, Any] = {}
+    for name in calibration.names if calibration is not None else []:
+        profile = calibration.get(name)
+        if profile.target != target or width not in profile.maps:
+            continue
+        predicted = profile(cosines, width)
+        scores = metrics.calibration(predicted, gold)
+        out[f"ece@{name}"], out[f"brier@{name}"] = scores["ece"], scores["brier"]
+        if target == "graded":
+            artifacts[f"reliability@{name}"] = metrics.reliability_curve(predicted, gold)
+        else:
+            artifacts[f"thresholds@{name}"] = metrics.threshold_table(predicted, gold, PROFILE_THRESHOLDS)
+    return out, artifacts
+
+
+def _pair_metrics(
+    data: PairData, a: np.ndarray, b: np.ndarray, calibration=None
+) -> tuple[dict[str, float], dict[str, Any]]:
     cosines = (a * b).sum(axis=1)
     gold = np.asarray(data.gold)
     predicted = metrics.calibrated(cosines)
@@ -60,9 +90,11 @@ def _pair_metrics(data: PairData, a: np.ndarray, b: np.ndarray) -> tuple[dict[st
         lo, hi = data.score_range
         target = (gold - lo) / (hi - lo)
         out = metrics.correlation(cosines, gold) | metrics.calibration(predicted, target)
-        return out, {"reliability": metrics.reliability_curve(predicted, target)}
+        extra, artifacts = _profile_metrics(calibration, "graded", cosines, target, a.shape[1])
+        return out | extra, {"reliability": metrics.reliability_curve(predicted, target)} | artifacts
     out = metrics.binary(cosines, gold) | metrics.calibration(predicted, gold)
-    return out, {"thresholds": metrics.threshold_table(predicted, gold)}
+    extra, artifacts = _profile_metrics(calibration, "binary", cosines, gold, a.shape[1])
+    return out | extra, {"thresholds": metrics.threshold_table(predicted, gold)} | artifacts
 
 
 def _retrieval_metrics(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
@@ -78,13 +110,21 @@ def _retrieval_metrics(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> dic
     return {f"t2i_{k}": v for k, v in forward.items()} | {f"i2t_{k}": v for k, v in backward.items()}
 
 
-def _rerank_thresholds(data: RetrievalData, q: np.ndarray, c: np.ndarray) -> list[dict[str, float]]:
-    """The calibrated score as a reranking cut: precision / recall of ``score >= t`` over every (query, item) pair."""
-    relevant = np.zeros((len(data.queries), len(data.corpus)), dtype=bool)
+def _rerank_pairs(
+    data: RetrievalData, q: np.ndarray, c: np.ndarray, calibration=None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The score as a reranking cut over every (query, item) pair, relevant or not: ECE of P(relevant) and
+    precision / recall of ``score >= t``, for the seeds' (cos + 1)/2 (``ece``, ``thresholds``) and each binary
+    profile (``ece@<profile>``, ``thresholds@<profile>``)."""
+    relevant = np.zeros((len(data.queries), len(data.corpus)))
     for query, items in enumerate(data.relevant):
-        relevant[query, list(items)] = True
-    scores = metrics.calibrated(q @ c.T)
-    return metrics.threshold_table(scores.ravel(), relevant.ravel(), np.round(np.arange(0.30, 1.0, 0.05), 2))
+        relevant[query, list(items)] = 1.0
+    cosines, labels = (q @ c.T).ravel(), relevant.ravel()
+    seed = metrics.calibrated(cosines)
+    out = {"ece": metrics.calibration(seed, labels)["ece"]}
+    artifacts = {"thresholds": metrics.threshold_table(seed, labels, np.round(np.arange(0.30, 1.0, 0.05), 2))}
+    extra, profile_artifacts = _profile_metrics(calibration, "binary", cosines, labels, q.shape[1])
+    return out | extra, artifacts | profile_artifacts
 
 
 def evaluate(
@@ -108,6 +148,7 @@ def evaluate(
     results: dict[str, Any] = {}
     artifacts: dict[str, Any] = {}
     query_prompt, document_prompt = prompt_names(model)
+    calibration = find_calibration(model)
     for data in discover(root, split):
         if isinstance(data, RetrievalData) and data.image_corpus and not _supports_images(model):
             logger.info("Skipping %s: the model has no image modality", data.name)
@@ -116,10 +157,10 @@ def evaluate(
         if isinstance(data, PairData):
             a = encode_texts(model, data.sentences1, batch_size, query_prompt, show_progress_bar)
             b = encode_texts(model, data.sentences2, batch_size, query_prompt, show_progress_bar)
-            results[data.name], artifacts[data.name] = _pair_metrics(data, a, b)
+            results[data.name], artifacts[data.name] = _pair_metrics(data, a, b, calibration)
             for dim in dims:
                 results[data.name][f"dim_{dim}"] = _pair_metrics(
-                    data, metrics.truncate(a, dim), metrics.truncate(b, dim)
+                    data, metrics.truncate(a, dim), metrics.truncate(b, dim), calibration
                 )[0]
             anchors, positives = a, b
         else:
@@ -127,7 +168,11 @@ def evaluate(
             corpus_prompt = None if data.image_corpus else document_prompt
             c = encode_texts(model, data.corpus, batch_size, corpus_prompt, show_progress_bar)
             results[data.name] = _retrieval_metrics(data, q, c)
-            artifacts[data.name] = {"thresholds": _rerank_thresholds(data, q, c)}
+            if not data.image_corpus:
+                rerank, artifacts[data.name] = _rerank_pairs(data, q, c, calibration)
+                results[data.name] |= rerank
+            else:
+                artifacts[data.name] = {"thresholds": _rerank_pairs(data, q, c)[1]["thresholds"]}
             for dim in dims:
                 results[data.name][f"dim_{dim}"] = _retrieval_metrics(
                     data, metrics.truncate(q, dim), metrics.truncate(c, dim)
@@ -141,6 +186,7 @@ def evaluate(
         "width": width,
         "dims": dims,
         "prompts": [query_prompt, document_prompt],
+        "calibration_profiles": calibration.names if calibration is not None else [],
         "seconds": round(time.time() - start, 1),
     }
     return results, artifacts

@@ -95,9 +95,17 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
     for name in names:
         cells = [f"{results[name][c]:.3f}" if c in results[name] else "" for c in used]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    profiled = sorted({k for n in names for k in results[n] if k.startswith("ece@")})
+    if profiled:
+        lines += ["", "Calibrated scores of the model's profiles (ECE, 10 bins; seed = (cos+1)/2):", ""]
+        lines += ["| dataset | ECE seed | " + " | ".join(profiled) + " |", "|---|---|" + "---|" * len(profiled)]
+        for name in names:
+            cells = [f"{results[name][k]:.3f}" if k in results[name] else "" for k in ["ece", *profiled]]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "ECE: 10 equal-width bins of the calibrated score (cos+1)/2 against the gold score mapped to [0, 1];",
+        "ECE: 10 equal-width bins of the score against the gold score mapped to [0, 1] (binary and retrieval sets:",
+        "against the 0/1 label of every pair); seed: (cos+1)/2, `ece@p`: the model's calibration profile p.",
         "brier: mean squared difference of the same. r@k: share of queries with a relevant item in the top k.",
         "",
         "## Matryoshka",
@@ -112,16 +120,17 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
             lines.append(f"| {name} | {key} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     lines += ["", "![Matryoshka](matryoshka.png)", "", "## Calibration", "", "![Reliability](reliability.png)", ""]
     for name, artifact in artifacts.items():
-        if "thresholds" in artifact:
+        for key in sorted(k for k in artifact if k.startswith("thresholds")):
+            score = "(cos+1)/2" if key == "thresholds" else f"profile {key.split('@', 1)[1]!r}"
             lines += [
-                f"### Calibrated-score thresholds on {name}",
+                f"### Thresholds of {score} on {name}",
                 "",
                 "| score ≥ | precision | recall | F1 | selected |",
                 "|---|---|---|---|---|",
             ]
             lines += [
                 f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
-                for r in artifact["thresholds"]
+                for r in artifact[key]
             ]
             lines.append("")
     lines += [

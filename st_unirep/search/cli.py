@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--min-score",
         type=float,
-        help="drop results whose calibrated score (cos+1)/2 is below this; see the threshold table in README's "
-        "Real quality section",
+        help="drop results whose calibrated score is below this (the model's profile, else (cos+1)/2)",
+    )
+    query.add_argument(
+        "--profile", help="the model's calibration profile for scores and --min-score (default: its 'default')"
     )
     query.add_argument("--exhaustive", action="store_true", help="exact full-width search, no prefix stage")
     query.add_argument(
@@ -127,6 +129,7 @@ def _run_query(args: argparse.Namespace) -> int:
             min_score=args.min_score,
             exhaustive=args.exhaustive,
             query_filter=_filter(args.where),
+            profile=args.profile,
         )
     finally:
         client.close()

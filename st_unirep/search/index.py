@@ -362,6 +362,20 @@ class SearchIndex:
             query["image"] = str(Path(image).resolve())
         return self._encode([query])[0]
 
+    def _profile(self, name: str | None):
+        """The model's calibration profile ``name`` (None: its default), or None for a model without profiles."""
+        from st_unirep.calibration import find_calibration
+
+        calibration = find_calibration(self.model) if isinstance(self.model, SentenceTransformer) else None
+        if calibration is None:
+            if name is not None:
+                raise ValueError(
+                    f"profile={name!r}, but the model has no calibration profiles (scores are (cos + 1) / 2); fit "
+                    "one with python -m st_unirep.calibrate"
+                )
+            return None
+        return calibration.get(name)
+
     def query(
         self,
         text: str | None = None,
@@ -373,12 +387,15 @@ class SearchIndex:
         exhaustive: bool = False,
         query_filter: models.Filter | None = None,
         vector: np.ndarray | None = None,
+        profile: str | None = None,
     ) -> list[SearchHit]:
         r"""The ``limit`` best items for a text, an image or both, best first.
 
         Funnel (default): Qdrant's Query API with a ``prefetch`` of the top ``candidates`` (:math:`k'`) points by
         the ``"prefix"`` vector, rescored by the ``"full"`` vector; exact over the whole collection when
-        ``exhaustive``. Scores are the calibrated :math:`(\cos + 1) / 2` of the full vectors.
+        ``exhaustive``. Scores are the model's calibrated relevance of the full vectors: its calibration profile
+        ``profile`` (``"default"`` when None) if the model has profiles, else the seeds' :math:`(\cos + 1) / 2`.
+        The ranking is the cosine's either way (the profiles are strictly increasing).
 
         Args:
             text: The query text.
@@ -386,8 +403,10 @@ class SearchIndex:
             limit: Results to return.
             candidates: :math:`k'` (default :func:`default_candidates`); must be at least ``limit``.
             min_score: Drop results whose calibrated score is below this value in [0, 1] (applied inside Qdrant
-                as the cosine threshold ``2 · min_score − 1``). See the threshold table in README's Real quality
-                section for values measured per dataset.
+                as the cosine threshold the score's map gives: ``2 · min_score − 1`` for (cos + 1)/2, the exact
+                inverse of the profile otherwise).
+            profile: The model's calibration profile (e.g. ``"qa"``); an error if the model has no profiles or
+                not this one.
             exhaustive: Skip the prefix stage (the reference ranking).
             query_filter: A Qdrant payload filter (e.g. on ``metadata.company``), applied at both stages.
             vector: A precomputed ``(d,)`` query vector from :meth:`encode_query` instead of ``text`` / ``image``.
@@ -405,7 +424,13 @@ class SearchIndex:
         full = self.encode_query(text, image) if vector is None else np.asarray(vector, dtype=np.float32)
         if full.shape != (self.dim,):
             raise ValueError(f"Expected a ({self.dim},) query vector, got {full.shape}")
-        threshold = None if min_score is None else 2.0 * min_score - 1.0
+        calibration = self._profile(profile)
+        if min_score is None:
+            threshold = None
+        elif calibration is None:
+            threshold = 2.0 * min_score - 1.0
+        else:
+            threshold = calibration.cosine_threshold(min_score, self.dim)
         prefetch = None
         if not exhaustive:
             prefetch = models.Prefetch(query=self._prefix(full).tolist(), using="prefix", limit=candidates)
@@ -423,10 +448,14 @@ class SearchIndex:
         for point in response.points:
             payload = point.payload or {}
             cosine = float(point.score)
+            if calibration is None:
+                score = min(1.0, max(0.0, (cosine + 1.0) / 2.0))
+            else:
+                score = float(calibration(np.array(cosine), self.dim))
             hits.append(
                 SearchHit(
                     id=payload.get("id", str(point.id)),
-                    score=min(1.0, max(0.0, (cosine + 1.0) / 2.0)),
+                    score=score,
                     cosine=cosine,
                     source=payload.get("source", ""),
                     text=payload.get("text"),

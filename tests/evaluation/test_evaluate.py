@@ -137,11 +137,13 @@ def test_rerank_threshold_table_and_model_prompts():
     import numpy as np
 
     from st_unirep.evaluation.datasets import RetrievalData
-    from st_unirep.evaluation.evaluate import _rerank_thresholds, prompt_names
+    from st_unirep.evaluation.evaluate import _rerank_pairs, prompt_names
 
     data = RetrievalData("toy", ["q0", "q1", "q2"], ["d0", "d1", "d2"], [{0}, {1}, {2}])
     q = c = np.eye(3)  # each query is its own document (score 1) and orthogonal to the others (score 0.5)
-    rows = {r["threshold"]: r for r in _rerank_thresholds(data, q, c)}
+    results, artifacts = _rerank_pairs(data, q, c)
+    rows = {r["threshold"]: r for r in artifacts["thresholds"]}
+    assert results["ece"] == pytest.approx((3 * 0.0 + 6 * 0.5) / 9)  # relevant pairs at 1, the rest at 0.5 vs 0
     assert rows[0.5] == {"threshold": 0.5, "precision": 1 / 3, "recall": 1.0, "f1": 0.5, "selected": 9}
     assert rows[0.55] == {"threshold": 0.55, "precision": 1.0, "recall": 1.0, "f1": 1.0, "selected": 3}
 
@@ -153,3 +155,35 @@ def test_rerank_threshold_table_and_model_prompts():
 
     assert prompt_names(Plain()) == (None, None)
     assert prompt_names(E5()) == ("query", "passage")
+
+
+def test_profile_metrics_beside_the_seed_mapping():
+    """A graded set whose gold is a monotone function of the cosine: the profile fit on it has ECE ~0 where the
+    seed mapping (cos+1)/2 is off by the gap; binary profiles score binary pairs and retrieval pairs."""
+    import numpy as np
+
+    from st_unirep.calibration import CalibrationProfile
+    from st_unirep.evaluation.datasets import PairData, RetrievalData
+    from st_unirep.evaluation.evaluate import _pair_metrics, _rerank_pairs
+    from st_unirep.modules.score_calibration import ScoreCalibration
+
+    angles = np.linspace(0.1, 1.4, 40)
+    a = np.stack([np.ones(40), np.zeros(40)], 1)
+    b = np.stack([np.cos(angles), np.sin(angles)], 1)
+    cos = (a * b).sum(1)
+    gold = 5 * cos**2  # in [0, 5], monotone in the cosine
+    graded = CalibrationProfile.fit("sts", {2: cos}, gold / 5, "graded")
+    binary = CalibrationProfile.fit("qa", {2: cos}, (cos > 0.5).astype(float), "binary")
+    calibration = ScoreCalibration({p.name: p.to_dict() for p in (graded, binary)})
+    data = PairData("toy", "graded", ["x"] * 40, ["y"] * 40, list(gold), (0.0, 5.0))
+    results, artifacts = _pair_metrics(data, a, b, calibration)
+    assert results["ece@sts"] < 2e-3 < results["ece"]
+    assert "ece@qa" not in results and "reliability@sts" in artifacts
+    pairs = PairData("toy", "binary", ["x"] * 40, ["y"] * 40, list((cos > 0.5).astype(float)))
+    results, artifacts = _pair_metrics(pairs, a, b, calibration)
+    assert results["ece@qa"] < 2e-3 and "ece@sts" not in results
+    assert [r["threshold"] for r in artifacts["thresholds@qa"]] == [0.5, 0.7, 0.9]
+    retrieval = RetrievalData("toy", ["q0", "q1"], ["d0", "d1"], [{0}, {1}])
+    results, artifacts = _rerank_pairs(retrieval, np.eye(2), np.eye(2), calibration)
+    assert results["ece"] == pytest.approx(0.25)  # (1 + 1 + 0.5 + 0.5 against 1, 1, 0, 0) / 4
+    assert results["ece@qa"] < 2e-3

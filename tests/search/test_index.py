@@ -118,6 +118,28 @@ def test_min_score_cuts_on_the_calibrated_score(tmp_path, corpus_dir, search_mod
         assert index.query(text="a blue square", min_score=1.0 - 1e-9)[0].id == "square.md"
 
 
+def test_scores_and_min_score_use_the_models_calibration_profile(tmp_path, corpus_dir, search_model):
+    """A model with profiles: hit scores are the profile's, min_score cuts at the profile's inverse in Qdrant."""
+    from st_unirep.calibration import CalibrationProfile, attach_profiles
+
+    folder, ids = corpus_dir
+    x = np.linspace(-1, 1, 201)
+    steep = CalibrationProfile.fit("default", {64: x}, np.clip(4 * x, 0, 1), "graded")  # 0 below cos 0, 1 at 0.25
+    attach_profiles(search_model, [steep])
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        index.add(folder, progress=False)
+        everything = index.query(text="a blue square", limit=len(ids), exhaustive=True)
+        for hit in everything:
+            assert hit.score == pytest.approx(float(steep(np.array(hit.cosine), 64)), abs=1e-9)
+        assert [h.id for h in everything] == [h.id for h in sorted(everything, key=lambda h: -h.cosine)]
+        cut = index.query(text="a blue square", limit=len(ids), min_score=0.5, exhaustive=True)
+        assert [h.id for h in cut] == [h.id for h in everything if h.score >= 0.5]
+        assert 0 < len(cut) < len(everything)
+        assert all(h.cosine >= 0.125 - 1e-6 for h in cut)  # g(c) >= 0.5 <=> c >= 0.125 (up to the 1e-3 blend)
+        with pytest.raises(ValueError, match="Unknown calibration profile 'qa'"):
+            index.query(text="x", profile="qa")
+
+
 def test_reindex_is_idempotent_and_updates_changed_items(tmp_path, corpus_dir, search_model):
     folder, ids = corpus_dir
     path = tmp_path / "index"
