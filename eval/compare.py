@@ -119,7 +119,9 @@ def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -
 
 def table(all_results: dict[str, dict[str, dict]]) -> list[str]:
     lines = [
-        "| backbone | recipe | " + " | ".join(label for _, _, label in COLUMNS) + " | train min | calib. min | eval min |",
+        "| backbone | recipe | "
+        + " | ".join(label for _, _, label in COLUMNS)
+        + " | train min | calib. min | eval min |",
         "|---|---|" + "---|" * (len(COLUMNS) + 3),
     ]
     for name, runs in all_results.items():

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> CalibrationProfile:
     parser.add_argument("--data", required=True, nargs="+", help="labelled pairs (.jsonl) or retrieval folders")
     parser.add_argument("--profile", required=True, help="the profile's name (e.g. sts, qa, default)")
     parser.add_argument("--score_range", type=float, nargs=2, metavar=("LO", "HI"), help="range of graded scores")
-    parser.add_argument("--dims", type=int, nargs="*", help="embedding widths to fit (default: the model's evaluation widths)")
+    parser.add_argument(
+        "--dims", type=int, nargs="*", help="embedding widths to fit (default: the model's evaluation widths)"
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

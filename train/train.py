@@ -8,8 +8,8 @@ and saves the model to ``output/``. Under ``torchrun`` / ``accelerate launch`` t
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import logging
 import os
 import sys

@@ -62,9 +62,7 @@ def _prefixes(embeddings: np.ndarray, dims: list[int]) -> dict[int, np.ndarray]:
     return {dim: truncate(embeddings, dim) for dim in dims}
 
 
-def encode_pairs(
-    model, source: str | Path | dict[str, Any], dims: list[int], batch_size: int = 64
-) -> LabelledPairs:
+def encode_pairs(model, source: str | Path | dict[str, Any], dims: list[int], batch_size: int = 64) -> LabelledPairs:
     """Read one source, encode it with ``model`` and return the cosines at each width of ``dims``."""
     from st_unirep.evaluation.datasets import SCORE_RANGES, read_pairs, read_text_retrieval
     from st_unirep.evaluation.evaluate import encode_texts, prompt_names
@@ -90,8 +88,13 @@ def encode_pairs(
         data = read_pairs(path, name, (0.0, 1.0) if guessed else score_range)
     except DataError as error:
         if guessed and error.field == "score" and "expected a number in" in str(error):
-            raise DataError(error.path, error.line, "score", f"{str(error).split(': ', 2)[-1]}; scores on another "
-                            "scale need their range: score_range [lo, hi] (--score_range LO HI)") from error
+            raise DataError(
+                error.path,
+                error.line,
+                "score",
+                f"{str(error).split(': ', 2)[-1]}; scores on another "
+                "scale need their range: score_range [lo, hi] (--score_range LO HI)",
+            ) from error
         raise
     a = _prefixes(encode_texts(model, data.sentences1, batch_size, query_prompt), dims)
     b = _prefixes(encode_texts(model, data.sentences2, batch_size, query_prompt), dims)
@@ -145,9 +148,7 @@ def fit_profiles(
             )
         cosines = {dim: np.concatenate([p.cosines[dim] for p in parts]) for dim in dims}
         values = np.concatenate([p.values for p in parts])
-        profiles.append(
-            CalibrationProfile.fit(name, cosines, values, kinds.pop(), tuple(p.source for p in parts))
-        )
+        profiles.append(CalibrationProfile.fit(name, cosines, values, kinds.pop(), tuple(p.source for p in parts)))
         logger.info("Calibration profile %r: %d pairs, widths %s", name, values.size, dims)
     return profiles
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
 from st_unirep.losses._functional import symmetric_info_nce
@@ -23,6 +24,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             + w_{rank}\,\tfrac{1}{|P|}\textstyle\sum_{(i,j) \in P} \max(0, m - (p_i - p_j))
             + w_{nce}\,\mathrm{InfoNCE}_{sym}(a, b; \tau)
             + w_{cosent}\,\log\big(1 + \textstyle\sum_{(i,j) \in P} e^{\lambda(\cos_j - \cos_i)}\big)
+            + w_{logistic}\,\tfrac1B\textstyle\sum_i \mathrm{BCE}\big(\sigma(\alpha_d \cos_i + \beta_d),\, s_i\big)
 
     where :math:`P = \{(i, j): s_i > s_j\}` and :math:`\cos_i = \cos(a_i, b_i)`.
 
@@ -37,6 +39,11 @@ class CalibratedTextPairLoss(EmbeddingLoss):
       ranking term on the cosine. It leaves the cosine's scale free, so with ``cosent`` alone (cosent=1, the rest
       0) the embedding is trained for ranking and the calibrated score comes from the model's score calibration
       profiles (``st_unirep.calibration``), not from (cos + 1)/2. The text configs use it (README, Real quality).
+    - ``logistic``: a *learned* calibration, SigLIP-style: a scale :math:`\alpha_d = e^{\log\alpha_d}` and bias
+      :math:`\beta_d` per embedding width d (``logistic_widths``; the Matryoshka prefixes have their own), trained
+      with binary cross-entropy against the graded target (a proper scoring rule: its minimiser is the expected
+      relevance) instead of MSE on (cos + 1)/2. :meth:`learned_profile` turns them into a calibration profile.
+      Initialised at :math:`\sigma(10\cos - 5)`.
 
     Presets: viPolyQwen ``nce=1, mse=1``; UniRep / UniRep-M / ViUniEmbed ``kl=1, mse=10, rank=5``.
 
@@ -48,6 +55,8 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         rank_margin: :math:`m`.
         nce_temperature: :math:`\tau` of the InfoNCE term.
         cosent_scale: :math:`\lambda` of the CoSENT term (ST's default 20).
+        logistic_weight: Weight of the learned-logistic calibration term (its parameters live in this loss).
+        logistic_widths: The embedding widths the logistic term sees (the model's width and Matryoshka dims).
         gather_across_devices: Under DDP, the InfoNCE term sees the pairs of every rank. ``mse`` is per pair and
             ``kl`` / ``rank`` compare the pairs of the local batch.
 
@@ -87,6 +96,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         "nce_temperature",
         "cosent_weight",
         "cosent_scale",
+        "logistic_weight",
         "gather_across_devices",
     ]
 
@@ -103,6 +113,8 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         nce_temperature: float = 0.07,
         cosent_weight: float = 0.0,
         cosent_scale: float = 20.0,
+        logistic_weight: float = 0.0,
+        logistic_widths: tuple[int, ...] = (),
         gather_across_devices: bool = False,
     ) -> None:
         super().__init__(model)
@@ -114,11 +126,17 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             ("rank_weight", rank_weight),
             ("nce_weight", nce_weight),
             ("cosent_weight", cosent_weight),
+            ("logistic_weight", logistic_weight),
             ("rank_margin", rank_margin),
         ):
             check_non_negative(name, value)
-        if mse_weight + kl_weight + rank_weight + nce_weight + cosent_weight == 0:
-            raise ValueError("At least one of mse_weight, kl_weight, rank_weight, nce_weight, cosent_weight must be > 0")
+        if mse_weight + kl_weight + rank_weight + nce_weight + cosent_weight + logistic_weight == 0:
+            raise ValueError(
+                "At least one of mse_weight, kl_weight, rank_weight, nce_weight, cosent_weight, logistic_weight "
+                "must be > 0"
+            )
+        if logistic_weight and not logistic_widths:
+            raise ValueError("logistic_weight > 0 needs logistic_widths: the embedding widths it will see")
         check_positive("kl_temperature", kl_temperature)
         check_positive("nce_temperature", nce_temperature)
         check_positive("cosent_scale", cosent_scale)
@@ -131,6 +149,11 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         )
         self.kl_temperature, self.rank_margin, self.nce_temperature = kl_temperature, rank_margin, nce_temperature
         self.cosent_weight, self.cosent_scale = cosent_weight, cosent_scale
+        self.logistic_weight = logistic_weight
+        # Per width: (log α_d, β_d). A ParameterDict of the loss: the trainer's optimizer includes loss parameters.
+        self.logistic = nn.ParameterDict(
+            {str(int(w)): nn.Parameter(torch.tensor([math.log(10.0), -5.0])) for w in logistic_widths}
+        )
         self.gather_across_devices = gather_across_devices
 
     def target_scores(self, labels: Tensor | None) -> Tensor:
@@ -174,7 +197,36 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             differences = differences.masked_fill(~ordered, float("-inf"))
             zero = differences.new_zeros(1)  # the "1 +" inside the log
             out["cosent"] = self.cosent_weight * torch.logsumexp(torch.cat([zero, differences.flatten()]), dim=0)
+        if self.logistic_weight:
+            key = str(a.shape[-1])
+            if key not in self.logistic:
+                raise ValueError(f"logistic term: no parameters for width {key}; logistic_widths={list(self.logistic)}")
+            log_scale, bias = self.logistic[key].float()
+            logits = log_scale.exp() * cosines + bias  # α_d cos_i + β_d, (B,)
+            out["logistic"] = self.logistic_weight * F.binary_cross_entropy_with_logits(logits, target)
         return out
+
+    def learned_profile(self, name: str = "learned", points: int = 401):
+        """The logistic term's map σ(α_d cos + β_d) per width as a calibration profile (knots on a cosine grid)."""
+        from st_unirep.calibration import CalibrationProfile
+
+        if not self.logistic:
+            raise ValueError("This loss has no logistic term (logistic_weight=0): nothing was learned")
+        grid = torch.linspace(-1, 1, points, dtype=torch.float64)
+        maps = {}
+        for key, parameters in self.logistic.items():
+            log_scale, bias = parameters.detach().double().cpu()
+            values = torch.sigmoid(log_scale.exp() * grid + bias)
+            maps[int(key)] = (tuple(grid.tolist()), tuple(values.clamp(0, 1).tolist()))
+        return CalibrationProfile(
+            name,
+            "graded",
+            maps,
+            ("learned in training: logistic term",),
+            extra={
+                "scale_bias": {k: [float(v[0].detach().exp()), float(v[1].detach())] for k, v in self.logistic.items()}
+            },
+        )
 
     @property
     def citation(self) -> str:

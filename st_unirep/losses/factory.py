@@ -57,9 +57,10 @@ def build_loss(
     elif task == "text_pair":
         if score_range is None:
             raise ValueError("task 'text_pair' needs score_range=(lo, hi) of its labels, e.g. (0, 5) for STS-B")
-        loss = CalibratedTextPairLoss(
-            model, score_range, gather_across_devices=gather_across_devices, **config.text_pair_weights
-        )
+        weights = dict(config.text_pair_weights)
+        if weights.get("logistic_weight"):  # the learned calibration sees every width the Matryoshka loss trains
+            weights.setdefault("logistic_widths", tuple(sorted({width, *config.matryoshka_dims})))
+        loss = CalibratedTextPairLoss(model, score_range, gather_across_devices=gather_across_devices, **weights)
     elif task == "instr":
         loss = InstructionLoss(
             model, cos_weight=config.instruction_cos_weight, gather_across_devices=gather_across_devices

@@ -89,12 +89,21 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
     return data, (0.0, 1.0)
 
 
-def _optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; the new head (every module after the backbone) may get its own rate."""
+def _optimizer(model, config: TrainConfig, losses: dict[str, torch.nn.Module]) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; the new head (every module after the backbone) and the losses' own
+    parameters (the learned calibration's scale and bias) may get their own rate."""
     head_lr = config.head_learning_rate or config.learning_rate
+    model_parameters = {id(p) for p in model.parameters()}
+    loss_parameters = {
+        id(p): p
+        for loss in losses.values()
+        for p in loss.parameters()
+        if p.requires_grad and id(p) not in model_parameters
+    }
     groups = [
         {"params": [p for p in model[0].parameters() if p.requires_grad], "lr": config.learning_rate},
         {"params": [p for m in list(model)[1:] for p in m.parameters() if p.requires_grad], "lr": head_lr},
+        {"params": list(loss_parameters.values()), "lr": head_lr, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=config.learning_rate, weight_decay=config.weight_decay
@@ -259,7 +268,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         loss=losses,
         callbacks=callbacks,
         # Only with a separate head rate: our AdamW (the trainer still builds the lr schedule around it).
-        optimizers=(_optimizer(model, config), None) if config.head_learning_rate else (None, None),
+        optimizers=(_optimizer(model, config, losses), None) if config.head_learning_rate else (None, None),
     )
     trainer.inference_max_seq_length = inference_max_seq_length  # restored before saving (run_training)
     return trainer, resume
@@ -269,15 +278,33 @@ def _fit_calibration(model, config: TrainConfig) -> None:
     """Fit ``config.calibration``'s profiles on the trained model at its width and Matryoshka widths; attach them."""
     from st_unirep.calibration import attach_profiles, fit_profiles
 
-    dims = [d for d in get_preset(config.preset).with_overrides(
-        **({"output_dim": config.output_dim} if config.output_dim else {})
-    ).matryoshka_dims]
+    dims = [
+        d
+        for d in get_preset(config.preset)
+        .with_overrides(**({"output_dim": config.output_dim} if config.output_dim else {}))
+        .matryoshka_dims
+    ]
     was_training = model.training
     model.eval()
     profiles = fit_profiles(model, config.calibration, dims=dims or None)
     model.train(was_training)
     attach_profiles(model, profiles)
     logger.info("Calibration profiles fit and saved with the model: %s", [p.name for p in profiles])
+
+
+def _attach_learned_calibration(trainer: SentenceTransformerTrainer) -> None:
+    """A text-pair loss with a learned logistic calibration leaves its map on the model as profile ``learned``."""
+    from st_unirep.calibration import attach_profiles
+    from st_unirep.losses import CalibratedTextPairLoss
+
+    losses = trainer.loss if isinstance(trainer.loss, dict) else {"": trainer.loss}
+    for loss in losses.values():
+        for module in loss.modules():
+            if isinstance(module, CalibratedTextPairLoss) and module.logistic_weight:
+                profile = module.learned_profile("learned")
+                attach_profiles(trainer.model, [profile])
+                logger.info("Learned calibration (scale, bias per width): %s", profile.extra["scale_bias"])
+                return
 
 
 def run_training(config: TrainConfig) -> Path:
@@ -293,6 +320,7 @@ def run_training(config: TrainConfig) -> Path:
         trainer.model.max_seq_length = trainer.inference_max_seq_length
         if config.calibration:  # the profiles of the model as it will be used: after training, inference length
             _fit_calibration(trainer.model, config)
+        _attach_learned_calibration(trainer)
         trainer.model.save(str(output))
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
         (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")

@@ -34,7 +34,9 @@ def _graded(tmp_path: Path, name="stsb_en") -> Path:
 
 
 def _binary(tmp_path: Path) -> Path:
-    rows = [{"sentence1": a, "sentence2": b, "label": int(i == j)} for i, a in enumerate(WORDS) for j, b in enumerate(WORDS)]
+    rows = [
+        {"sentence1": a, "sentence2": b, "label": int(i == j)} for i, a in enumerate(WORDS) for j, b in enumerate(WORDS)
+    ]
     return _write(tmp_path / "para" / "train.jsonl", rows)
 
 
@@ -113,7 +115,9 @@ def test_calibrate_command_writes_the_profile_into_the_folder(tiny_model, tmp_pa
 def test_calibrate_command_refuses_bad_data(tiny_model, tmp_path, capsys):
     folder = tmp_path / "model"
     tiny_model.save(str(folder))
-    bad = _write(tmp_path / "mine" / "pairs.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "a"}])
+    bad = _write(
+        tmp_path / "mine" / "pairs.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "a"}]
+    )
     with pytest.raises(SystemExit) as stop:
         calibrate_main(["--model", str(folder), "--data", str(bad), "--profile", "x"])
     assert stop.value.code == 2
@@ -123,8 +127,21 @@ def test_calibrate_command_refuses_bad_data(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         calibrate_main(["--model", str(folder), "--data", str(scaled), "--profile", "x"])
     assert "--score_range" in capsys.readouterr().err
-    calibrate_main(["--model", str(folder), "--data", str(_graded(tmp_path, "mine2")), "--profile", "x",
-                    "--score_range", "0", "5", "--dims", "16"])
+    calibrate_main(
+        [
+            "--model",
+            str(folder),
+            "--data",
+            str(_graded(tmp_path, "mine2")),
+            "--profile",
+            "x",
+            "--score_range",
+            "0",
+            "5",
+            "--dims",
+            "16",
+        ]
+    )
     assert load_calibration(folder).get("x").extra["mean_target"] == pytest.approx(
         np.mean([((i * 7 + j) % 6) / 5 for i in range(8) for j in range(8) if i < j])
     )

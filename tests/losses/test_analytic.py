@@ -76,6 +76,47 @@ def test_text_pair_weights_and_nce():
     )
 
 
+def test_text_pair_cosent_matches_sentence_transformers():
+    """cos = (1, 0, -1), s = (0, 1, .5): ordered pairs (1,0), (1,2), (2,0) -> log(1 + e^{20(1-0)} + e^{20(-1-0)} +
+    e^{20(1+1)}); and equal to ST's own CoSENTLoss on the same cosines."""
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    loss = CalibratedTextPairLoss(None, score_range=(0, 5), mse_weight=0, kl_weight=0, rank_weight=0, cosent_weight=1)
+    labels = torch.tensor([0.0, 5.0, 2.5])
+    expected = math.log(1 + math.exp(20) + math.exp(-20) + math.exp(40))
+    assert loss.compute_loss_from_embeddings(_pairs(), labels).item() == pytest.approx(expected, rel=1e-6)
+    a, b = _pairs()
+    reference = CoSENTLoss.__new__(CoSENTLoss)
+    torch.nn.Module.__init__(reference)
+    reference.scale, reference.similarity_fct = 20.0, torch.nn.functional.cosine_similarity
+    assert reference.compute_loss_from_embeddings([a, b], labels / 5).item() == pytest.approx(expected, rel=1e-6)
+    # perfectly ordered cosines: only the "1 +" is left as the scale grows
+    ordered = CalibratedTextPairLoss(
+        None, score_range=(0, 5), mse_weight=0, kl_weight=0, rank_weight=0, cosent_weight=1, cosent_scale=1000
+    )
+    assert ordered.compute_loss_from_embeddings(_pairs(), torch.tensor([5.0, 2.5, 0.0])).item() == pytest.approx(
+        math.log(1), abs=1e-6
+    )
+
+
+def test_text_pair_learned_logistic():
+    """BCE of σ(α cos + β) against s with the initial α = 10, β = −5; the learned profile is that map."""
+    loss = CalibratedTextPairLoss(
+        None, score_range=(0, 5), mse_weight=0, kl_weight=0, rank_weight=0, logistic_weight=1, logistic_widths=(2,)
+    )
+    labels = torch.tensor([5.0, 2.5, 0.0])
+    logits = torch.tensor([5.0, -5.0, -15.0])
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 0.5, 0.0])).item()
+    assert loss.compute_loss_from_embeddings(_pairs(), labels).item() == pytest.approx(expected, rel=1e-6)
+    profile = loss.learned_profile()
+    assert profile.widths == [2] and profile.target == "graded"
+    assert float(profile(torch.tensor(0.5).numpy(), 2)) == pytest.approx(0.5, abs=2e-3)
+    with pytest.raises(ValueError, match="no parameters for width 4"):
+        loss.compute_loss_from_embeddings([torch.ones(3, 4) / 2, torch.ones(3, 4) / 2], labels)
+    with pytest.raises(ValueError, match="needs logistic_widths"):
+        CalibratedTextPairLoss(None, score_range=(0, 5), logistic_weight=1)
+
+
 def test_contrastive_triplet_hand_computed():
     a = torch.stack([E1, E2, F.normalize(E1 + E2, dim=0)])
     p = torch.stack([E1, F.normalize(E1 + E2, dim=0), E2])

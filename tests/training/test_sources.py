@@ -245,3 +245,62 @@ def test_bad_prompts_in_the_backbone_config_name_the_file(tmp_path):
     bert = _bert_with_prompts(tmp_path / "bert", {"query": 3})
     with pytest.raises(ValueError, match=r"config_sentence_transformers.json: 'prompts' must map prompt names"):
         build_model(bert, "viuniembed", output_dim=32)
+
+
+def test_training_leaves_fitted_and_learned_calibration_profiles_in_the_saved_model(tmp_path, sources):
+    """`calibration:` profiles are fit on the trained model (train-split files only) and the learned logistic
+    term leaves profile 'learned'; all load with the model and apply through calibrated_similarity."""
+    import numpy as np
+
+    from st_unirep import calibrated_similarity
+    from st_unirep.calibration import find_calibration
+    from st_unirep.training.run import run_training
+
+    config = load_config(
+        None,
+        {
+            "backbone": build_tiny_bert(tmp_path / "bert"),
+            "sources": sources,
+            "output_dir": str(tmp_path / "out"),
+            "preset": "viuniembed",
+            "output_dim": 32,
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "head_learning_rate": 1e-3,
+            "health_every": 100,
+            "text_pair_weights": {
+                "mse_weight": 0,
+                "kl_weight": 0,
+                "rank_weight": 0,
+                "cosent_weight": 1,
+                "logistic_weight": 1,
+            },
+            "instruction_cos_weight": 0.0,
+            "calibration": {
+                "sts": [sources[0]["path"]],
+                "default": [sources[0]["path"], sources[1]["path"]],
+                "paraphrase": [sources[2]["path"]],
+                "qa": [sources[3]["path"]],
+            },
+        },
+    )
+    trainer, _ = build_trainer(config)
+    (text_pair_params,) = [g for g in trainer.optimizer.param_groups if g["weight_decay"] == 0.0]
+    assert len(text_pair_params["params"]) == 4  # (log α, β) per width: 32 and the Matryoshka 8 / 12 / 16
+    out = run_training(config)
+    model = SentenceTransformer(str(out), trust_remote_code=True)
+    calibration = find_calibration(model)
+    assert calibration.names == ["default", "learned", "paraphrase", "qa", "sts"]
+    assert calibration.get("sts").widths == [8, 12, 16, 32] and calibration.get("sts").pairs == 36
+    assert calibration.get("default").pairs == 36 + 6 and calibration.get("qa").pairs == 6 * 3
+    assert calibration.get("learned").target == "graded"
+    emb = model.encode(["the cat", "a dog", "hello world"])
+    cos = emb @ emb.T
+    scores = calibrated_similarity(emb, emb, model=model).numpy()
+    np.testing.assert_allclose(scores, calibration.get("default")(cos, 32), atol=1e-5)
+    assert np.array_equal(np.argsort(scores, axis=1), np.argsort(cos, axis=1))
+
+
+def test_a_missing_calibration_source_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"calibration.sts: source 'nowhere.jsonl' is not an existing file"):
+        load_config(None, {"calibration": {"sts": ["nowhere.jsonl"]}})
