@@ -67,6 +67,24 @@ def symmetric_info_nce(
     return (forward + backward) / 2
 
 
+def masked_symmetric_info_nce(
+    anchors: Tensor, positives: Tensor, temperature: float, selected: Tensor, gather_across_devices: bool = False
+) -> Tensor:
+    r"""Symmetric InfoNCE in which only the rows ``selected`` (``(B,)`` bool) are positive pairs; every row's
+    partner is still a candidate (a negative) for the others. On graded pairs this is InfoNCE over the pairs rated
+    similar, with the rest of the batch as negatives. Zero (with a gradient path) when no row is selected.
+    Equals :func:`symmetric_info_nce` when every row is selected."""
+    all_positives, offset = gather(positives, gather_across_devices)
+    all_anchors, _ = gather(anchors, gather_across_devices)
+    rows = torch.nonzero(selected).flatten()  # (k,)
+    if rows.numel() == 0:
+        return anchors.sum() * 0.0
+    targets = rows + offset  # (k,)
+    forward = F.cross_entropy(anchors[rows] @ all_positives.T / temperature, targets)  # (k, C)
+    backward = F.cross_entropy(positives[rows] @ all_anchors.T / temperature, targets)  # (k, C)
+    return (forward + backward) / 2
+
+
 def hardest_negative_triplet(
     anchors: Tensor,
     positives: Tensor,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
-from st_unirep.losses._functional import symmetric_info_nce
+from st_unirep.losses._functional import masked_symmetric_info_nce, symmetric_info_nce
 
 
 class CalibratedTextPairLoss(EmbeddingLoss):
@@ -34,7 +34,9 @@ class CalibratedTextPairLoss(EmbeddingLoss):
       calibrated scores, both at temperature :math:`\tau_{kl}` (the seed gives none; 0.1 by default).
     - ``rank``: UniRep-M §5.1 with m = 0.15. The seed sums over pairs; we average over the ordered pairs
       :math:`P` so that :math:`w_{rank}` means the same at every batch size (sum = mean × |P|).
-    - ``nce``: viPolyQwen's symmetric in-batch InfoNCE over the pairs, τ = 0.07.
+    - ``nce``: viPolyQwen's symmetric in-batch InfoNCE over the pairs, τ = 0.07. With ``nce_min_score`` > 0 only
+      the pairs rated at least that (mapped score) are positives; every pair's partner stays a negative for the
+      others (retrieval-style training on the similar pairs of a graded set; our addition, not the seeds').
     - ``cosent``: CoSENT (Su 2022; sentence-transformers' ``CoSENTLoss``), scale :math:`\lambda` = 20: a pure
       ranking term on the cosine. It leaves the cosine's scale free, so with ``cosent`` alone (cosent=1, the rest
       0) the embedding is trained for ranking and the calibrated score comes from the model's score calibration
@@ -54,6 +56,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         kl_temperature: :math:`\tau_{kl}`.
         rank_margin: :math:`m`.
         nce_temperature: :math:`\tau` of the InfoNCE term.
+        nce_min_score: Pairs whose mapped score is below this are not positives of the InfoNCE term (0: all are).
         cosent_scale: :math:`\lambda` of the CoSENT term (ST's default 20).
         logistic_weight: Weight of the learned-logistic calibration term (its parameters live in this loss).
         logistic_widths: The embedding widths the logistic term sees (the model's width and Matryoshka dims).
@@ -94,6 +97,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         "kl_temperature",
         "rank_margin",
         "nce_temperature",
+        "nce_min_score",
         "cosent_weight",
         "cosent_scale",
         "logistic_weight",
@@ -111,6 +115,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         kl_temperature: float = 0.1,
         rank_margin: float = 0.15,
         nce_temperature: float = 0.07,
+        nce_min_score: float = 0.0,
         cosent_weight: float = 0.0,
         cosent_scale: float = 20.0,
         logistic_weight: float = 0.0,
@@ -140,6 +145,9 @@ class CalibratedTextPairLoss(EmbeddingLoss):
         check_positive("kl_temperature", kl_temperature)
         check_positive("nce_temperature", nce_temperature)
         check_positive("cosent_scale", cosent_scale)
+        if not isinstance(nce_min_score, (int, float)) or not 0.0 <= nce_min_score <= 1.0:
+            raise ValueError(f"nce_min_score is a mapped score in [0, 1], got {nce_min_score!r}")
+        self.nce_min_score = float(nce_min_score)
         self.score_range = (float(score_range[0]), float(score_range[1]))
         self.mse_weight, self.kl_weight, self.rank_weight, self.nce_weight = (
             mse_weight,
@@ -187,7 +195,11 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             ordered = target[:, None] > target[None, :]  # (B, B): s_i > s_j
             hinge = F.relu(self.rank_margin - (predicted[:, None] - predicted[None, :]))  # (B, B)
             out["rank"] = self.rank_weight * (hinge * ordered).sum() / ordered.sum().clamp_min(1)
-        if self.nce_weight:
+        if self.nce_weight and self.nce_min_score > 0:
+            out["nce"] = self.nce_weight * masked_symmetric_info_nce(
+                a, b, self.nce_temperature, target >= self.nce_min_score, self.gather_across_devices
+            )
+        elif self.nce_weight:
             out["nce"] = self.nce_weight * symmetric_info_nce(
                 a, b, self.nce_temperature, gather_across_devices=self.gather_across_devices
             )

@@ -192,3 +192,24 @@ def test_quadratic_matryoshka_weights():
     assert quadratic_matryoshka_weights((64, 16)) == pytest.approx((16 / 17, 1 / 17))
     with pytest.raises(ValueError, match="positive ints"):
         quadratic_matryoshka_weights((0, 64))
+
+
+def test_masked_info_nce_selects_positive_rows():
+    from st_unirep.losses._functional import masked_symmetric_info_nce
+
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    everything = masked_symmetric_info_nce(a, b, 0.07, torch.ones(5, dtype=torch.bool))
+    assert everything.item() == pytest.approx(symmetric_info_nce(a, b, 0.07).item(), rel=1e-6)
+    chosen = torch.tensor([True, False, True, False, False])
+    logits = a @ b.T / 0.07
+    expected = (
+        F.cross_entropy(logits[[0, 2]], torch.tensor([0, 2])) + F.cross_entropy(logits.T[[0, 2]], torch.tensor([0, 2]))
+    ) / 2
+    assert masked_symmetric_info_nce(a, b, 0.07, chosen).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert masked_symmetric_info_nce(a, b, 0.07, torch.zeros(5, dtype=torch.bool)).item() == 0.0
+    loss = CalibratedTextPairLoss(
+        None, score_range=(0, 5), mse_weight=0, kl_weight=0, rank_weight=0, nce_weight=1, nce_min_score=0.8
+    )
+    labels = torch.tensor([5.0, 1.0, 4.0, 0.0, 2.0])  # mapped 1, .2, .8, 0, .4: rows 0 and 2
+    assert loss.compute_loss_from_embeddings([a, b], labels).item() == pytest.approx(expected.item(), rel=1e-6)
