@@ -6,7 +6,9 @@ changes one thing against the full recipe:
 
 - ``mean pooling``: sentence-transformers' mean ``Pooling`` instead of attention pooling;
 - ``InfoNCE only``: symmetric InfoNCE for every task instead of the per-task (prefix-guided) losses;
-- ``no regularisers``: no uniformity, anti-collapse, orthogonality or entropy terms.
+- ``no regularisers``: no uniformity, anti-collapse, orthogonality or entropy terms;
+- ``seeds' text losses``: the preset's own text-pair loss (UniRep: KL + 10·MSE + 5·rank on (cos+1)/2) and
+  InstructionLoss's cosine pull, where a config (the text configs) trains for ranking instead.
 
 Each model is evaluated on the held-out OCR renderings of the built-in data (when it is used) and on every dataset
 of ``--eval_data`` (default ``../shared/data``, dev split) that it can read; one table is printed and written to
@@ -37,6 +39,7 @@ VARIANTS = {
     "mean pooling": {"pooling_mode": "mean"},
     "InfoNCE only": {"loss_mode": "infonce"},
     "no regularisers": {"regularizers": False},
+    "seeds' text losses": {"text_pair_weights": None, "instruction_cos_weight": None},
 }
 # Headline metric per evaluation dataset kind (higher is better except ece).
 COLUMNS = [

@@ -123,7 +123,7 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
         for key in sorted(k for k in artifact if k.startswith("thresholds")):
             score = "(cos+1)/2" if key == "thresholds" else f"profile {key.split('@', 1)[1]!r}"
             lines += [
-                f"### Thresholds of {score} on {name}",
+                f"### Calibrated-score thresholds on {name}: {score}",
                 "",
                 "| score ≥ | precision | recall | F1 | selected |",
                 "|---|---|---|---|---|",

@@ -54,6 +54,9 @@ class TrainConfig:
     mini_batch_size: int | None = None  # GradCache mini-batch (None: no caching)
     learning_rate: float = 1e-4  # peak learning rate (AdamW)
     head_learning_rate: float | None = None  # peak learning rate of the new pooling + projection (None: learning_rate)
+    # Peak learning rate of the losses' own parameters (the learned calibration's scale and bias; None: the head's).
+    # Two scalars need a far larger rate than the network to move in a few hundred steps.
+    loss_learning_rate: float | None = None
     warmup_ratio: float = 0.05  # linear warm-up share of the steps
     lr_scheduler_type: str = "cosine"  # transformers scheduler name
     weight_decay: float = 0.001  # AdamW weight decay
@@ -91,8 +94,9 @@ class TrainConfig:
             raise ValueError(f"sampler must be proportional, round_robin or vaccine, got {self.sampler!r}")
         if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
             raise ValueError(f"batch_sampler must be batch_sampler or no_duplicates, got {self.batch_sampler!r}")
-        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
-            raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate!r}")
+        for name in ("head_learning_rate", "loss_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if len(self.score_range) != 2 or not self.score_range[0] < self.score_range[1]:
             raise ValueError(f"score_range must be [lo, hi] with lo < hi, got {self.score_range!r}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "health_every", "logging_steps"):

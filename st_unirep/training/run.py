@@ -103,7 +103,7 @@ def _optimizer(model, config: TrainConfig, losses: dict[str, torch.nn.Module]) -
     groups = [
         {"params": [p for p in model[0].parameters() if p.requires_grad], "lr": config.learning_rate},
         {"params": [p for m in list(model)[1:] for p in m.parameters() if p.requires_grad], "lr": head_lr},
-        {"params": list(loss_parameters.values()), "lr": head_lr, "weight_decay": 0.0},
+        {"params": list(loss_parameters.values()), "lr": config.loss_learning_rate or head_lr, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=config.learning_rate, weight_decay=config.weight_decay
@@ -268,7 +268,9 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         loss=losses,
         callbacks=callbacks,
         # Only with a separate head rate: our AdamW (the trainer still builds the lr schedule around it).
-        optimizers=(_optimizer(model, config, losses), None) if config.head_learning_rate else (None, None),
+        optimizers=(_optimizer(model, config, losses), None)
+        if config.head_learning_rate or config.loss_learning_rate
+        else (None, None),
     )
     trainer.inference_max_seq_length = inference_max_seq_length  # restored before saving (run_training)
     return trainer, resume

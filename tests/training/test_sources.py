@@ -267,6 +267,7 @@ def test_training_leaves_fitted_and_learned_calibration_profiles_in_the_saved_mo
             "max_steps": 3,
             "per_device_train_batch_size": 4,
             "head_learning_rate": 1e-3,
+            "loss_learning_rate": 0.05,
             "health_every": 100,
             "text_pair_weights": {
                 "mse_weight": 0,
@@ -287,6 +288,7 @@ def test_training_leaves_fitted_and_learned_calibration_profiles_in_the_saved_mo
     trainer, _ = build_trainer(config)
     (text_pair_params,) = [g for g in trainer.optimizer.param_groups if g["weight_decay"] == 0.0]
     assert len(text_pair_params["params"]) == 4  # (log α, β) per width: 32 and the Matryoshka 8 / 12 / 16
+    assert text_pair_params["initial_lr"] == 0.05
     out = run_training(config)
     model = SentenceTransformer(str(out), trust_remote_code=True)
     calibration = find_calibration(model)
