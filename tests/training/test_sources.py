@@ -306,3 +306,16 @@ def test_training_leaves_fitted_and_learned_calibration_profiles_in_the_saved_mo
 def test_a_missing_calibration_source_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"calibration.sts: source 'nowhere.jsonl' is not an existing file"):
         load_config(None, {"calibration": {"sts": ["nowhere.jsonl"]}})
+
+
+def test_text_configs_fit_their_calibration_profiles_on_train_splits_only():
+    expected = {
+        "text-e5-small": {"sts", "relatedness", "paraphrase", "qa", "default"},
+        "text-minilm": {"sts", "relatedness", "default"},
+    }
+    for name, profiles in expected.items():
+        config = load_config(REPO / "train" / "configs" / f"{name}.yaml")
+        assert set(config.calibration) == profiles
+        paths = [p for sources in config.calibration.values() for p in sources]
+        assert paths and all("/train" in p and "/dev" not in p and "/test" not in p for p in paths)
+        assert config.text_pair_weights["cosent_weight"] > 0 and config.text_pair_weights["mse_weight"] == 0
