@@ -211,6 +211,21 @@ def main(argv: list[str] | None = None) -> dict:
     output = Path(args.output)
     reliability_figure(all_results, output / "reliability.png")
     lines = ["# Real quality: dev splits", "", *table(all_results), ""]
+    lines += ["## Learned (logistic, in training) vs fitted (isotonic, post hoc) calibration, st_unirep rows", ""]
+    lines += [
+        "| backbone | dataset | ECE (cos+1)/2 | ECE learned | ECE default | ECE own profile |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in all_results.items():
+        results = runs.get("st_unirep", {})
+        for dataset in GRADED:
+            if dataset in results:
+                row = results[dataset]
+                cells = [row.get(k) for k in ("ece", "ece@learned", "ece@default", f"ece@{PROFILE_OF[dataset]}")]
+                lines.append(
+                    f"| {name} | {dataset} | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |"
+                )
+    lines.append("")
     trained = all_results.get("e5-small", {}).get("st_unirep")
     if trained:
         lines += ["## The trained e5-small model's calibrated score as a reranking cut", ""]
