@@ -280,15 +280,13 @@ def _fit_calibration(model, config: TrainConfig) -> None:
     """Fit ``config.calibration``'s profiles on the trained model at its width and Matryoshka widths; attach them."""
     from st_unirep.calibration import attach_profiles, fit_profiles
 
-    dims = [
-        d
-        for d in get_preset(config.preset)
-        .with_overrides(**({"output_dim": config.output_dim} if config.output_dim else {}))
-        .matryoshka_dims
-    ]
+    preset = get_preset(config.preset)
+    if config.output_dim is not None:  # the Matryoshka dims scale with the width (Preset.with_overrides)
+        preset = preset.with_overrides(output_dim=config.output_dim)
+    dims = list(preset.matryoshka_dims) or None  # None: the width and the evaluation prefixes
     was_training = model.training
     model.eval()
-    profiles = fit_profiles(model, config.calibration, dims=dims or None)
+    profiles = fit_profiles(model, config.calibration, dims=dims)
     model.train(was_training)
     attach_profiles(model, profiles)
     logger.info("Calibration profiles fit and saved with the model: %s", [p.name for p in profiles])
