@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from st_unirep.calibration import CalibrationProfile, fit_profiles, load_calibration
+from st_unirep.calibration.fitting import calibration_entry
 from st_unirep.errors import DataError
 
 logger = logging.getLogger("st_unirep.calibrate")
@@ -57,7 +58,7 @@ def save_profiles(model_dir: str | Path, profiles: list[CalibrationProfile]) -> 
         existing.add(profile)
     modules_file = model_dir / "modules.json"
     modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    entry = next((m for m in modules if m.get("type", "").rsplit(".", 1)[-1] == "ScoreCalibration"), None)
+    entry = calibration_entry(modules)
     if entry is None:
         entry = {"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_ScoreCalibration"}
         entry["type"] = MODULE_TYPE

@@ -173,6 +173,11 @@ def attach_profiles(model, profiles: list[CalibrationProfile]) -> ScoreCalibrati
     return calibration
 
 
+def calibration_entry(modules: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``ScoreCalibration`` entry of a model folder's ``modules.json`` list, if it has one."""
+    return next((m for m in modules if m.get("type", "").rsplit(".", 1)[-1] == "ScoreCalibration"), None)
+
+
 def load_calibration(path: str | Path) -> ScoreCalibration | None:
     """The ``ScoreCalibration`` saved in a model folder (without loading the model's weights), or None."""
     from st_unirep.modules.score_calibration import ScoreCalibration
@@ -181,7 +186,5 @@ def load_calibration(path: str | Path) -> ScoreCalibration | None:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a sentence-transformers model folder (no modules.json)")
-    for entry in json.loads(modules_file.read_text(encoding="utf-8")):
-        if entry.get("type", "").rsplit(".", 1)[-1] == "ScoreCalibration":
-            return ScoreCalibration.load(str(path), subfolder=entry.get("path", ""))
-    return None
+    entry = calibration_entry(json.loads(modules_file.read_text(encoding="utf-8")))
+    return None if entry is None else ScoreCalibration.load(str(path), subfolder=entry.get("path", ""))
