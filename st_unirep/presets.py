@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from st_unirep.modules.backbone import TASK_PREFIX_TOKENS
+from st_unirep.tasks import TASK_PREFIX_TOKENS
 
 DEFAULT_BACKBONE = "Qwen/Qwen2-VL-2B-Instruct"
 

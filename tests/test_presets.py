@@ -6,9 +6,10 @@ import pytest
 
 from st_unirep import build_model
 from st_unirep.modules.attention_pooling import AttentionPooling
-from st_unirep.modules.backbone import TASK_PREFIX_TOKENS, Backbone
+from st_unirep.modules.backbone import Backbone
 from st_unirep.modules.stable_projection import StableProjection
 from st_unirep.presets import PRESETS, get_preset
+from st_unirep.tasks import TASK_PREFIX_TOKENS
 
 
 def build_tiny_bert(path: Path) -> str:

@@ -22,8 +22,6 @@ from st_unirep.modules.processor import _HUB_KEYS, Qwen2VLImageTextProcessor
 
 logger = logging.getLogger(__name__)
 
-TASK_PREFIX_TOKENS: tuple[str, ...] = ("<text_pair>", "<instr>", "<ocr>", "<vqa_single>", "<vqa_multi>")
-"""The five task prefix tokens of viPolyQwen / UniRep, added as single special tokens."""
 
 VISION_MODEL_TYPES = frozenset({"qwen2_vl"})
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".tif", ".webp")

@@ -26,7 +26,6 @@ line, field and what was expected, unless ``skip_invalid=True``, which skips and
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +34,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from st_unirep.errors import DataError, iter_jsonl
+from st_unirep.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("text_pair", "instr", "ocr", "vqa_single", "vqa_multi")
-IMAGE_TASKS = frozenset({"ocr", "vqa_single", "vqa_multi"})
 
 
 @dataclass
@@ -51,90 +48,12 @@ class LoadReport:
     errors: list[str] = field(default_factory=list)  # the first messages of skipped rows (up to 20)
 
 
-def _text(row: dict, name: str, where: tuple[Path, int], required: bool = True) -> str | None:
-    value = row.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        found = "missing" if name not in row else f"{type(value).__name__} {value!r}"[:80]
-        raise DataError(*where, name, f"expected a non-empty string, got {found}")
-    return value
-
-
-def _images(row: dict, where: tuple[Path, int]) -> list[str]:
-    value = row.get("images")
-    if not isinstance(value, list) or not value:
-        raise DataError(*where, "images", f"expected a non-empty list of image paths, got {value!r}"[:160])
-    paths = []
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise DataError(*where, f"images[{index}]", f"expected an image path string, got {item!r}")
-        path = (where[0].parent / item).resolve()
-        if not path.is_file():
-            raise DataError(*where, f"images[{index}]", f"image file {str(path)!r} does not exist")
-        paths.append(str(path))
-    return paths
-
-
-def _conversation(row: dict, images: list[str], where: tuple[Path, int]) -> list[dict[str, Any]]:
-    turns = row.get("conversation")
-    if not isinstance(turns, list) or not turns:
-        raise DataError(
-            *where, "conversation", f"expected a non-empty list of {{role, content}} turns, got {turns!r}"[:160]
-        )
-    messages = []
-    for index, turn in enumerate(turns):
-        name = f"conversation[{index}]"
-        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant", "system"):
-            raise DataError(*where, f"{name}.role", f"expected 'user', 'assistant' or 'system', got {turn!r}"[:160])
-        content = turn.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise DataError(*where, f"{name}.content", f"expected a non-empty string, got {content!r}"[:160])
-        parts = [{"type": "text", "text": content, "image": None}]
-        messages.append({"role": turn["role"], "content": parts})
-    first_user = next((m for m in messages if m["role"] == "user"), None)
-    if first_user is None:
-        raise DataError(*where, "conversation", "expected at least one 'user' turn")
-    first_user["content"] = [{"type": "image", "text": None, "image": path} for path in images] + first_user["content"]
-    return messages
-
-
 def parse_row(task: str, row: Any, where: tuple[Path, int], score_range: tuple[float, float]) -> dict[str, Any]:
-    """Validate one decoded JSON row of ``task`` and return its dataset columns."""
+    """Validate one decoded JSON row of ``task`` and return its dataset columns (the registry's row parser)."""
+    spec = get_task(task)
     if not isinstance(row, dict):
         raise DataError(*where, "<row>", f"expected a JSON object, got {type(row).__name__}")
-    if task == "text_pair":
-        score = row.get("score")
-        lo, hi = score_range
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
-            raise DataError(*where, "score", f"expected a number in [{lo}, {hi}], got {score!r}")
-        if not lo <= score <= hi:
-            raise DataError(*where, "score", f"expected a number in [{lo}, {hi}], got {score}")
-        return {
-            "sentence1": _text(row, "sentence1", where),
-            "sentence2": _text(row, "sentence2", where),
-            "score": float(score),
-        }
-    if task == "instr":
-        return {"query": _text(row, "query", where), "positive": _text(row, "positive", where)}
-    images = _images(row, where)
-    if task == "ocr":
-        columns = {
-            "anchor": {"text": _text(row, "query", where, required=False), "image": images},
-            "positive": _text(row, "positive", where),
-        }
-    elif task == "vqa_single":
-        columns = {
-            "anchor": {"text": _text(row, "question", where), "image": images},
-            "positive": _text(row, "answer", where),
-        }
-    elif task == "vqa_multi":
-        columns = {"anchor": _conversation(row, images, where), "positive": _text(row, "answer", where)}
-    else:
-        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}")
-    if "negative" in row:
-        columns["negative"] = _text(row, "negative", where)
-    return columns
+    return spec.parse_row(row, where, score_range)
 
 
 def _task_files(root: Path, task: str) -> list[Path]:
@@ -149,7 +68,7 @@ def load_task_data(
     root: str | os.PathLike,
     score_range: tuple[float, float] = (0.0, 5.0),
     skip_invalid: bool = False,
-    tasks: tuple[str, ...] = TASKS,
+    tasks: tuple[str, ...] = tuple(TASKS),
 ) -> tuple[DatasetDict, LoadReport]:
     """Read every task found under ``root`` into a ``DatasetDict`` (one dataset per task), validating every row.
 

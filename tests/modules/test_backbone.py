@@ -10,7 +10,8 @@ from sentence_transformers.base.modules.transformer import TRANSFORMER_TASK_TO_A
 from transformers import AutoConfig
 
 from st_unirep.modules import processor as processor_module
-from st_unirep.modules.backbone import TASK_PREFIX_TOKENS, Backbone
+from st_unirep.modules.backbone import Backbone
+from st_unirep.tasks import TASK_PREFIX_TOKENS
 from tests.conftest import REAL_CONFIG, make_image
 
 
