@@ -5,14 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from st_unirep.loss_recipe import LossRecipe
 from st_unirep.tasks import TASK_PREFIX_TOKENS
 
 DEFAULT_BACKBONE = "Qwen/Qwen2-VL-2B-Instruct"
 
+# Per image task: (margin m, triplet weight λ_trip) of ContrastiveTripletLoss, in scaled-similarity units.
+UNIREP_M_MARGINS = {"ocr": (0.3, 1.0), "vqa_single": (0.25, 1.0), "vqa_multi": (0.3, 1.0)}  # UniRep-M §5.2
+VIPOLYQWEN_MARGINS = {"ocr": (0.2, 1.0), "vqa_single": (0.2, 1.0), "vqa_multi": (0.3, 1.5)}  # viPolyQwen §4.2
+
 
 @dataclass(frozen=True)
 class Preset:
-    """One seed's architecture. Every field can be overridden in ``build_model(..., **overrides)``."""
+    """One seed's recipe: the architecture (``build_model`` reads it) and, apart, its losses (:class:`LossRecipe`).
+
+    Every field of both can be overridden by name in ``build_model(..., **overrides)`` / ``build_loss``.
+    """
 
     pooling_mode: str  # "context" (viPolyQwen) or "multihead" (UniRep) attention pooling; "mean" for ablations
     projection_mode: str  # StableProjection mode: "linear_layernorm" (viPolyQwen) or "mlp" (UniRep, spectral norm)
@@ -27,28 +35,22 @@ class Preset:
     attn_implementation: str | None = None  # None = flash_attention_2 if installed on CUDA, else sdpa
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra kwargs for ST's Transformer
-    # --- losses (st_unirep.losses.build_loss reads these) ---
-    text_pair_weights: dict[str, float] = field(  # CalibratedTextPairLoss weights: UniRep KL + 10 MSE + 5 rank
-        default_factory=lambda: {"kl_weight": 1.0, "mse_weight": 10.0, "rank_weight": 5.0, "nce_weight": 0.0}
-    )
-    instruction_cos_weight: float = 1.0  # λ_cos of InstructionLoss (viPolyQwen's direct pull; 0 = InfoNCE only)
-    triplet_margins: str = "unirep-m"  # key of losses.MARGINS: per-task (margin, triplet weight)
-    uniformity: float = 0.1  # gamma of the uniformity regulariser (UniRep-M)
-    anti_collapse: float = 1.0  # lambda_ac (0 disables)
-    anti_collapse_variant: str = "max"  # "max" (UniRep-M Defense 4) or "mean" (ViUniEmbed)
-    orthogonality: float = 1e-4  # weight of ||W W^T - I||_F^2 (seeds give none; ~0.1 of the loss at init for 2B)
-    attention_entropy: float = 0.0  # weight of the pooling-entropy bonus (UniRep §5.1; seeds give none)
-    matryoshka_weighting: str = "quadratic"  # "quadratic" (UniRep-M) or "uniform" (ST's default)
     # "random": the seeds' fresh head; "identity": pooling starts as mean pooling and the projection as the identity
     # (needs output_dim == the backbone width), for fine-tuning pretrained encoders (see README, Real quality).
     head_init: str = "random"
+    losses: LossRecipe = field(default_factory=lambda: LossRecipe(triplet_margins=UNIREP_M_MARGINS))  # the losses
 
     def with_overrides(self, **overrides: Any) -> Preset:
-        """A copy with ``overrides`` applied; unknown names raise a ValueError listing the valid ones."""
-        valid = {f.name for f in fields(self)}
+        """A copy with ``overrides`` applied (architecture and loss fields alike, by name); unknown names raise a
+        ValueError listing the valid ones."""
+        loss_names = {f.name for f in fields(LossRecipe)}
+        valid = ({f.name for f in fields(self)} - {"losses"}) | loss_names
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ValueError(f"Unknown build_model option(s) {unknown}; valid options: {sorted(valid)}")
+        loss_overrides = {name: overrides.pop(name) for name in list(overrides) if name in loss_names}
+        if loss_overrides:
+            overrides["losses"] = replace(self.losses, **loss_overrides)
         if "matryoshka_dims" in overrides:
             overrides["matryoshka_dims"] = tuple(overrides["matryoshka_dims"] or ())
         if "prefix_tokens" in overrides:
@@ -64,6 +66,8 @@ class Preset:
         return preset
 
     def validate(self) -> None:
+        """Raise a ValueError naming the first field that is out of range."""
+        self.losses.validate()
         if self.head_init not in ("random", "identity"):
             raise ValueError(f"head_init must be 'random' or 'identity', got {self.head_init!r}")
         if not isinstance(self.output_dim, int) or self.output_dim <= 0:
@@ -80,13 +84,20 @@ PRESETS: dict[str, Preset] = {
         pooling_mode="context",
         projection_mode="linear_layernorm",
         output_dim=1024,
-        text_pair_weights={"kl_weight": 0.0, "mse_weight": 1.0, "rank_weight": 0.0, "nce_weight": 1.0},
-        triplet_margins="vipolyqwen",
-        anti_collapse=0.0,
-        orthogonality=0.0,
+        losses=LossRecipe(
+            text_pair_weights={"kl_weight": 0.0, "mse_weight": 1.0, "rank_weight": 0.0, "nce_weight": 1.0},
+            triplet_margins=VIPOLYQWEN_MARGINS,
+            anti_collapse=0.0,
+            orthogonality=0.0,
+        ),
     ),
     # UniRep: multi-head attention pooling, spectrally-normalised MLP, 1024-d, prefix tokens, entropy regulariser.
-    "unirep": Preset(pooling_mode="multihead", projection_mode="mlp", output_dim=1024, attention_entropy=0.01),
+    "unirep": Preset(
+        pooling_mode="multihead",
+        projection_mode="mlp",
+        output_dim=1024,
+        losses=LossRecipe(triplet_margins=UNIREP_M_MARGINS, attention_entropy=0.01),
+    ),
     # UniRep-M: UniRep at 2048-d with Matryoshka prefixes and the vision tower frozen.
     "unirep-m": Preset(
         pooling_mode="multihead",
@@ -102,7 +113,7 @@ PRESETS: dict[str, Preset] = {
         output_dim=2048,
         matryoshka_dims=(512, 768, 1024, 2048),
         prefix_tokens=(),
-        anti_collapse_variant="mean",
+        losses=LossRecipe(triplet_margins=UNIREP_M_MARGINS, anti_collapse_variant="mean"),
     ),
 }
 

@@ -28,9 +28,8 @@ class Task:
     name: str  # the task's name: data file <name>.jsonl or folder <name>/, key of the loss dict and of batches
     row_keys: tuple[str, ...]  # the JSON keys a data row may carry (required and optional)
     parse_row: RowParser  # (row, (file, line), score_range) -> the dataset columns of one row; raises DataError
-    inputs: tuple[str, ...]  # dataset columns the loss reads as inputs, in order (anchor first)
-    label: str | None = None  # the label column (graded score), if any
-    optional_inputs: tuple[str, ...] = ()  # input columns a row may add (hard negatives): all rows or none
+    inputs: tuple[str, ...]  # the dataset columns every row has as inputs, in order (anchor, positive)
+    label: str | None = None  # the label column (graded score), if any; every other column is an input
     images: bool = False  # rows carry images (the gradient vaccine anneals these tasks in)
     loss: str = "triplet"  # loss family: "graded_pair", "instruction" or "triplet" (losses.build_loss)
     # Where a text encoder's own prompts go (E5's "query: " / "passage: "): "symmetric" = the query prompt on every
@@ -43,11 +42,11 @@ class Task:
         return f"<{self.name}>"
 
     def input_columns(self, column_names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-        """The input columns of a dataset of this task (the fixed inputs plus whichever optional ones it has)."""
-        return self.inputs + tuple(c for c in self.optional_inputs if c in column_names)
+        """The input columns of a dataset of this task: every column but the label (hard negatives included)."""
+        return tuple(c for c in column_names if c != self.label)
 
 
-_IMAGE_TASK = {"inputs": ("anchor", "positive"), "optional_inputs": ("negative",), "images": True, "loss": "triplet"}
+_IMAGE_TASK = {"inputs": ("anchor", "positive"), "images": True, "loss": "triplet"}  # a "negative" column optional
 
 TASKS: dict[str, Task] = {
     task.name: task

@@ -7,12 +7,6 @@ from torch import Tensor
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
 from st_unirep.losses._functional import hardest_negative_triplet, local_logits, symmetric_info_nce
 
-# The seeds' margins per task: viPolyQwen (m, lambda_trip) and UniRep-M (m).
-MARGINS = {
-    "vipolyqwen": {"ocr": (0.2, 1.0), "vqa_single": (0.2, 1.0), "vqa_multi": (0.3, 1.5)},
-    "unirep-m": {"ocr": (0.3, 1.0), "vqa_single": (0.25, 1.0), "vqa_multi": (0.3, 1.0)},
-}
-
 
 class ContrastiveTripletLoss(EmbeddingLoss):
     r"""Tasks ``ocr``, ``vqa_single``, ``vqa_multi``: anchors (image(s) + optional question) against answers.
@@ -24,7 +18,7 @@ class ContrastiveTripletLoss(EmbeddingLoss):
 
     with :math:`S = a\,[p; n]^\top` (cosines; in-batch positives of other rows and the explicit negatives are the
     candidates), :math:`\tau = 0.07`. Margins: viPolyQwen m = 0.2 (0.3 and λ_trip = 1.5 for multi-turn VQA);
-    UniRep-M m = 0.3 OCR, 0.25 VQA single, 0.3 VQA multi (``MARGINS``).
+    UniRep-M m = 0.3 OCR, 0.25 VQA single, 0.3 VQA multi (``Preset.losses.triplet_margins``).
 
     Args:
         model: The SentenceTransformer.
@@ -102,4 +96,4 @@ class ContrastiveTripletLoss(EmbeddingLoss):
         return "viPolyQwen / UniRep-M seed drafts (../shared/seeds/); no published citation."
 
 
-__all__ = ["ContrastiveTripletLoss", "MARGINS"]
+__all__ = ["ContrastiveTripletLoss"]

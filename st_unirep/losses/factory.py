@@ -9,13 +9,12 @@ from torch import nn
 
 from st_unirep.losses.cached_loss import CachedLoss
 from st_unirep.losses.calibrated_text_pair_loss import CalibratedTextPairLoss
-from st_unirep.losses.contrastive_triplet_loss import MARGINS, ContrastiveTripletLoss
+from st_unirep.losses.contrastive_triplet_loss import ContrastiveTripletLoss
 from st_unirep.losses.instruction_loss import InstructionLoss
 from st_unirep.losses.matryoshka_weights import quadratic_matryoshka_weights
 from st_unirep.losses.regularized_loss import RegularizedLoss
 from st_unirep.presets import Preset, get_preset
-
-TASKS = ("text_pair", "instr", "ocr", "vqa_single", "vqa_multi")
+from st_unirep.tasks import Task, get_task
 
 
 def build_loss(
@@ -34,7 +33,7 @@ def build_loss(
 
     Args:
         model: The SentenceTransformer (its width bounds the Matryoshka dims).
-        task: One of ``TASKS``.
+        task: A task name of the registry (:data:`st_unirep.tasks.TASKS`); its ``loss`` family picks the loss.
         preset: A preset name or :class:`~st_unirep.presets.Preset`.
         score_range: ``(lo, hi)`` of the text-pair labels (required for ``text_pair``).
         mini_batch_size: Wrap the task loss in :class:`CachedLoss` with this mini-batch (None: no GradCache).
@@ -44,8 +43,7 @@ def build_loss(
         regularizers: ``False`` drops uniformity, anti-collapse, orthogonality and entropy (ablation).
         **overrides: Preset fields to override (e.g. ``uniformity=0``).
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}")
+    spec = get_task(task)
     config = preset if isinstance(preset, Preset) else get_preset(preset)
     width = model.get_embedding_dimension()
     # A model built with output_dim=w has the preset's Matryoshka dims scaled to w (Preset.with_overrides).
@@ -54,41 +52,58 @@ def build_loss(
         raise ValueError(f"loss_mode must be 'per_task' or 'infonce', got {loss_mode!r}")
     if loss_mode == "infonce":  # the ablation baseline: symmetric InfoNCE for every task, labels ignored
         loss = InstructionLoss(model, cos_weight=0.0, gather_across_devices=gather_across_devices)
-    elif task == "text_pair":
-        if score_range is None:
-            raise ValueError("task 'text_pair' needs score_range=(lo, hi) of its labels, e.g. (0, 5) for STS-B")
-        weights = dict(config.text_pair_weights)
-        if weights.get("logistic_weight"):  # the learned calibration sees every width the Matryoshka loss trains
-            weights.setdefault("logistic_widths", tuple(sorted({width, *config.matryoshka_dims})))
-        loss = CalibratedTextPairLoss(model, score_range, gather_across_devices=gather_across_devices, **weights)
-    elif task == "instr":
-        loss = InstructionLoss(
-            model, cos_weight=config.instruction_cos_weight, gather_across_devices=gather_across_devices
-        )
     else:
-        margin, triplet_weight = MARGINS[config.triplet_margins][task]
-        loss = ContrastiveTripletLoss(
-            model, margin=margin, triplet_weight=triplet_weight, gather_across_devices=gather_across_devices
-        )
+        loss = _task_loss(model, spec, config, score_range, gather_across_devices)
     if mini_batch_size is not None:
         loss = CachedLoss(loss, mini_batch_size=mini_batch_size)
 
+    recipe = config.losses
     dims = config.matryoshka_dims
     if dims:
-        if config.matryoshka_weighting not in ("quadratic", "uniform"):
-            raise ValueError(
-                f"matryoshka_weighting must be 'quadratic' or 'uniform', got {config.matryoshka_weighting!r}"
-            )
-        weights = quadratic_matryoshka_weights(dims) if config.matryoshka_weighting == "quadratic" else None
+        weights = quadratic_matryoshka_weights(dims) if recipe.matryoshka_weighting == "quadratic" else None
         loss = MatryoshkaLoss(model, loss, dims, weights)
     on = 1.0 if regularizers else 0.0
     no_entropy = mini_batch_size is not None or config.pooling_mode == "mean"  # GradCache / no attention weights
     return RegularizedLoss(
         model,
         loss,
-        uniformity=on * config.uniformity,
-        anti_collapse=on * config.anti_collapse,
-        anti_collapse_variant=config.anti_collapse_variant,
-        orthogonality=on * config.orthogonality,
-        attention_entropy=0.0 if no_entropy else on * config.attention_entropy,
+        uniformity=on * recipe.uniformity,
+        anti_collapse=on * recipe.anti_collapse,
+        anti_collapse_variant=recipe.anti_collapse_variant,
+        orthogonality=on * recipe.orthogonality,
+        attention_entropy=0.0 if no_entropy else on * recipe.attention_entropy,
     )
+
+
+def _task_loss(
+    model: nn.Module,
+    task: Task,
+    config: Preset,
+    score_range: tuple[float, float] | None,
+    gather_across_devices: bool,
+) -> nn.Module:
+    """The preset's loss for the task's loss family (:attr:`st_unirep.tasks.Task.loss`)."""
+    recipe = config.losses
+    if task.loss == "graded_pair":
+        if score_range is None:
+            raise ValueError(f"task {task.name!r} needs score_range=(lo, hi) of its labels, e.g. (0, 5) for STS-B")
+        weights = dict(recipe.text_pair_weights)
+        if weights.get("logistic_weight"):  # the learned calibration sees every width the Matryoshka loss trains
+            width = model.get_embedding_dimension()
+            weights.setdefault("logistic_widths", tuple(sorted({width, *config.matryoshka_dims})))
+        return CalibratedTextPairLoss(model, score_range, gather_across_devices=gather_across_devices, **weights)
+    if task.loss == "instruction":
+        return InstructionLoss(
+            model, cos_weight=recipe.instruction_cos_weight, gather_across_devices=gather_across_devices
+        )
+    if task.loss == "triplet":
+        if task.name not in recipe.triplet_margins:
+            raise ValueError(
+                f"The preset's triplet_margins has no entry for task {task.name!r} "
+                f"(it has {sorted(recipe.triplet_margins)})"
+            )
+        margin, triplet_weight = recipe.triplet_margins[task.name]
+        return ContrastiveTripletLoss(
+            model, margin=margin, triplet_weight=triplet_weight, gather_across_devices=gather_across_devices
+        )
+    raise ValueError(f"Task {task.name!r} has unknown loss family {task.loss!r}")

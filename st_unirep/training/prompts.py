@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-LABEL_COLUMNS = ("score", "label")
+from st_unirep.tasks import get_task
 
 
 def encoder_prompts(
@@ -14,13 +14,15 @@ def encoder_prompts(
 
     E5-style encoders were pre-trained with ``"query: "`` / ``"passage: "`` in front of every input and lose
     accuracy without them, so fine-tuning keeps them where inference will put them (``evaluation.evaluate`` and
-    ``SentenceTransformer.encode(prompt_name=...)``): ``text_pair`` is symmetric, ``"query: "`` on both sides;
-    ``instr`` has ``"query: "`` on the query column and ``"passage: "`` on every other input column (positives and
-    any negatives). Tasks of other kinds (images) get none. Empty when the model has no non-empty query prompt.
+    ``SentenceTransformer.encode(prompt_name=...)``). Each task's registry entry says where
+    (:attr:`st_unirep.tasks.Task.encoder_prompts`): ``"symmetric"`` (graded pairs) puts ``"query: "`` on both
+    sides; ``"query_document"`` (instructions) puts ``"query: "`` on the first input column and ``"passage: "`` on
+    every other one (positives and any negatives); image tasks get none. Empty when the model has no non-empty
+    query prompt.
 
     Args:
         prompts: the model's ``prompts`` (``SentenceTransformer.prompts``).
-        task_columns: the input columns of each task's dataset (label columns are skipped).
+        task_columns: the columns of each task's dataset, by task name (label columns are skipped).
     """
     prompts = prompts or {}
     query = prompts.get("query")
@@ -28,10 +30,11 @@ def encoder_prompts(
     if not query:
         return {}
     out: dict[str, dict[str, str]] = {}
-    for task, columns in task_columns.items():
-        columns = [c for c in columns if c not in LABEL_COLUMNS]
-        if task == "text_pair":
-            out[task] = {column: query for column in columns}
-        elif task == "instr":
-            out[task] = {column: query if column == "query" else passage for column in columns}
+    for name, columns in task_columns.items():
+        task = get_task(name)
+        inputs = task.input_columns(list(columns))
+        if task.encoder_prompts == "symmetric":
+            out[name] = {column: query for column in inputs}
+        elif task.encoder_prompts == "query_document":
+            out[name] = {column: query if i == 0 else passage for i, column in enumerate(inputs)}
     return out

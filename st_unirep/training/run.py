@@ -8,19 +8,24 @@ import json
 import logging
 import os
 import random
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import DatasetDict, concatenate_datasets
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
+from st_unirep.loss_recipe import LossRecipe
 from st_unirep.losses import build_loss
 from st_unirep.model import build_model
-from st_unirep.presets import get_preset
+from st_unirep.presets import Preset, get_preset
+from st_unirep.tasks import get_task
 from st_unirep.testing import build_tiny_qwen2_vl
+from st_unirep.training.arguments import training_arguments
 from st_unirep.training.clipping import ComponentClippingCallback
 from st_unirep.training.config import TrainConfig
-from st_unirep.training.data import IMAGE_TASKS, load_sources, load_task_data
+from st_unirep.training.data import load_sources, load_task_data
 from st_unirep.training.health import HealthMonitorCallback
 from st_unirep.training.prompts import encoder_prompts
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
@@ -28,9 +33,6 @@ from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallb
 from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval
 
 logger = logging.getLogger(__name__)
-
-# The columns a task's loss reads as inputs (the rest is the label).
-INPUT_COLUMNS = {"text_pair": ("sentence1", "sentence2"), "instr": ("query", "positive")}
 
 
 def _world_size() -> int:
@@ -56,7 +58,7 @@ def _health_probe(data, size: int, seed: int) -> list[tuple]:
     per_task = max(2, size // len(data))
     probe = []
     for name, dataset in data.items():
-        first, second = INPUT_COLUMNS.get(name, ("anchor", "positive"))
+        first, second = get_task(name).inputs[:2]
         rows = rng.sample(range(len(dataset)), min(per_task, len(dataset)))
         probe += [(dataset[i][first], dataset[i][second]) for i in rows]
     return probe
@@ -110,41 +112,38 @@ def _optimizer(model, config: TrainConfig, losses: dict[str, torch.nn.Module]) -
     )
 
 
-def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str | None]:
-    """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler and callbacks."""
-    if config.bf16 is False and torch.cuda.is_available():
-        logger.info("Training in fp32; pass --bf16 on GPUs that support it")
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    checkpoints = output / "checkpoints"
+def _preset_overrides(config: TrainConfig) -> dict[str, Any]:
+    """Every ``TrainConfig`` field named like a preset field (architecture or loss) that is set (not None)."""
+    names = {f.name for f in fields(Preset)} | {f.name for f in fields(LossRecipe)}
+    return {
+        f.name: getattr(config, f.name)
+        for f in fields(TrainConfig)
+        if f.name in names and getattr(config, f.name) is not None
+    }
 
-    backbone = config.backbone
-    if backbone == "tiny":
-        backbone = build_tiny_qwen2_vl(
-            output / "tiny-backbone",
-            hidden_size=config.tiny_hidden_size,
-            num_hidden_layers=config.tiny_layers,
-            vision_depth=2,
-            vision_embed_dim=config.tiny_hidden_size,
-        )
-    data, score_range = _load_data(config, output)
 
-    preset = get_preset(config.preset)
-    overrides = {}
-    if config.output_dim is not None:
-        overrides["output_dim"] = config.output_dim
-    if config.max_pixels is not None:
-        overrides["max_pixels"] = config.max_pixels
-    if config.freeze_vision is not None:
-        overrides["freeze_vision"] = config.freeze_vision
-    for name in ("pooling_mode", "projection_mode", "head_init", "text_pair_weights", "instruction_cos_weight"):
-        if getattr(config, name) is not None:
-            overrides[name] = getattr(config, name)
-    if config.gradient_checkpointing:
-        overrides["gradient_checkpointing"] = True
+def _preset(config: TrainConfig) -> Preset:
+    """The configured preset with the config's overrides applied."""
+    return get_preset(config.preset).with_overrides(**_preset_overrides(config))
+
+
+def _backbone(config: TrainConfig, output: Path) -> str:
+    """The backbone folder or hub id; ``"tiny"`` builds the offline tiny Qwen2-VL into the output folder."""
+    if config.backbone != "tiny":
+        return config.backbone
+    return build_tiny_qwen2_vl(
+        output / "tiny-backbone",
+        hidden_size=config.tiny_hidden_size,
+        num_hidden_layers=config.tiny_layers,
+        vision_depth=2,
+        vision_embed_dim=config.tiny_hidden_size,
+    )
+
+
+def _build_model(config: TrainConfig, backbone: str) -> SentenceTransformer:
+    """The configured preset's model on ``backbone``, with the training-only settings of ``config`` applied."""
     torch.manual_seed(config.seed)
-    model = build_model(backbone, config.preset, **overrides)
-    preset = preset.with_overrides(**overrides)
+    model = build_model(backbone, config.preset, **_preset_overrides(config))
     if config.backbone_dropout is not None:
         # Every dropout of the backbone (BERT's attention dropout reads its nn.Dropout's p as well). With dropout,
         # the two sides of a pair are noisier in training than at inference, so a score regressed in training is
@@ -153,25 +152,30 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         for module in model[0].modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = config.backbone_dropout
-    inference_max_seq_length = model.max_seq_length
-    if config.max_seq_length is not None:  # training only: run_training saves the model with its own limit
-        model.max_seq_length = config.max_seq_length
     if config.freeze_embeddings:
         embeddings = model[0].model.get_input_embeddings()
         embeddings.requires_grad_(False)
         logger.info("Frozen input embeddings: %s parameters", f"{embeddings.weight.numel():,}")
     if config.lora_r > 0:
-        try:
-            from peft import LoraConfig
-        except ImportError as error:
-            raise ImportError("lora_r > 0 needs peft: pip install peft") from error
-        from peft import get_peft_model
+        _add_lora(model, config.lora_r)
+    return model
 
-        # peft's own wrapper (not transformers' add_adapter): merge_and_unload() then gives a standalone checkpoint.
-        lora = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
-        model[0].model = get_peft_model(model[0].model, lora)
 
-    losses = {
+def _add_lora(model: SentenceTransformer, rank: int) -> None:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("lora_r > 0 needs peft: pip install peft") from error
+    # peft's own wrapper (not transformers' add_adapter): merge_and_unload() then gives a standalone checkpoint.
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear")
+    model[0].model = get_peft_model(model[0].model, lora)
+
+
+def _build_losses(
+    model: SentenceTransformer, preset: Preset, config: TrainConfig, data: DatasetDict, score_range
+) -> dict[str, torch.nn.Module]:
+    """One loss stack per task of the data (``losses.build_loss``)."""
+    return {
         task: build_loss(
             model,
             task,
@@ -185,55 +189,35 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         )
         for task in data
     }
+
+
+def _training_prompts(model: SentenceTransformer, preset: Preset, data: DatasetDict) -> dict[str, dict[str, str]]:
+    """Per task and input column: a text encoder's own prompts (E5), or the task's prefix token (training only)."""
     # A text encoder's own query / passage prompts (E5) stay on its inputs, as inference will put them.
     prompts = encoder_prompts(model.prompts, {task: dataset.column_names for task, dataset in data.items()})
     # Prefix-guided training (viPolyQwen §3.4): the task's prefix token on every input column, training only.
-    if preset.prefix_tokens:
-        for task, dataset in data.items():
-            token = f"<{task}>"
-            if token in preset.prefix_tokens:
-                columns = INPUT_COLUMNS.get(task, tuple(c for c in dataset.column_names if c != "score"))
-                prompts[task] = {column: token for column in columns}
+    for name, dataset in data.items():
+        task = get_task(name)
+        if task.prefix_token in preset.prefix_tokens:
+            prompts[name] = {column: task.prefix_token for column in task.input_columns(dataset.column_names)}
+    return prompts
 
-    if config.sampler == "vaccine":
-        image_indices = [i for i, task in enumerate(data) if task in IMAGE_TASKS]
-        sampler = functools.partial(
-            GradientVaccineBatchSampler,
-            image_datasets=image_indices,
-            epsilon=config.vaccine_epsilon,
-            rate=config.vaccine_rate,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-        )
-    else:
-        sampler = config.sampler
 
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
+def _sampler(config: TrainConfig, data: DatasetDict):
+    """The multi-dataset batch sampler: the gradient vaccine (images annealed in) or one of ST's by name."""
+    if config.sampler != "vaccine":
+        return config.sampler
+    return functools.partial(
+        GradientVaccineBatchSampler,
+        image_datasets=[i for i, name in enumerate(data) if get_task(name).images],
+        epsilon=config.vaccine_epsilon,
+        rate=config.vaccine_rate,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        max_grad_norm=0.0,  # component-wise clipping instead (ComponentClippingCallback)
-        bf16=config.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        seed=config.seed,
-        data_seed=config.seed,
-        prompts=prompts or None,
-        multi_dataset_batch_sampler=sampler,
-        batch_sampler=config.batch_sampler,
-        logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=max(config.save_steps, 1),
-        save_total_limit=config.save_total_limit,
-        dataloader_num_workers=config.dataloader_num_workers,
-        report_to=[],
-        disable_tqdm=False,
-        ddp_find_unused_parameters=True,  # frozen vision towers and per-task losses leave parameters unused
     )
+
+
+def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Preset, resume: str | None) -> list:
+    """Component clipping, loss schedules, health monitoring, and the vaccine / DWA callbacks when configured."""
     callbacks = [
         ComponentClippingCallback(
             {"backbone": config.clip_backbone, "pooling": config.clip_pooling, "projection": config.clip_projection}
@@ -255,18 +239,49 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     ]
     if config.sampler == "vaccine":
         callbacks.append(VaccineCallback(config.vaccine_epsilon, config.vaccine_rate))
-    resume = _resolve_checkpoint(config, checkpoints)
     if config.dwa_temperature > 0:
         dwa = DynamicTaskWeighting(losses, temperature=config.dwa_temperature, period=config.dwa_period)
         if resume:
             dwa.load(resume)
         callbacks.append(dwa)
+    return callbacks
+
+
+def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str | None]:
+    """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler and callbacks."""
+    if config.bf16 is False and torch.cuda.is_available():
+        logger.info("Training in fp32; pass --bf16 on GPUs that support it")
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoints = output / "checkpoints"
+    backbone = _backbone(config, output)
+    data, score_range = _load_data(config, output)
+    preset = _preset(config)
+    model = _build_model(config, backbone)
+    inference_max_seq_length = model.max_seq_length
+    if config.max_seq_length is not None:  # training only: run_training saves the model with its own limit
+        model.max_seq_length = config.max_seq_length
+    losses = _build_losses(model, preset, config, data, score_range)
+    args = training_arguments(
+        config,
+        checkpoints,
+        max_grad_norm=0.0,  # component-wise clipping instead (ComponentClippingCallback)
+        prompts=_training_prompts(model, preset, data) or None,
+        multi_dataset_batch_sampler=_sampler(config, data),
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=max(config.save_steps, 1),
+        save_total_limit=config.save_total_limit,
+        dataloader_num_workers=config.dataloader_num_workers,
+        disable_tqdm=False,
+        ddp_find_unused_parameters=True,  # frozen vision towers and per-task losses leave parameters unused
+    )
+    resume = _resolve_checkpoint(config, checkpoints)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=data,
         loss=losses,
-        callbacks=callbacks,
+        callbacks=_callbacks(config, losses, data, preset, resume),
         # Only with a separate head rate: our AdamW (the trainer still builds the lr schedule around it).
         optimizers=(_optimizer(model, config, losses), None)
         if config.head_learning_rate or config.loss_learning_rate
@@ -280,10 +295,7 @@ def _fit_calibration(model, config: TrainConfig) -> None:
     """Fit ``config.calibration``'s profiles on the trained model at its width and Matryoshka widths; attach them."""
     from st_unirep.calibration import attach_profiles, fit_profiles
 
-    preset = get_preset(config.preset)
-    if config.output_dim is not None:  # the Matryoshka dims scale with the width (Preset.with_overrides)
-        preset = preset.with_overrides(output_dim=config.output_dim)
-    dims = list(preset.matryoshka_dims) or None  # None: the width and the evaluation prefixes
+    dims = list(_preset(config).matryoshka_dims) or None  # None: the width and the evaluation prefixes
     was_training = model.training
     model.eval()
     profiles = fit_profiles(model, config.calibration, dims=dims)

@@ -14,9 +14,11 @@ import logging
 from pathlib import Path
 
 import torch
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 
+from st_unirep.tasks import get_task
+from st_unirep.training.arguments import training_arguments
 from st_unirep.training.config import TrainConfig
 from st_unirep.training.data import load_sources
 from st_unirep.training.prompts import encoder_prompts
@@ -28,8 +30,9 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
     """Fine-tune ``config.backbone`` with the standard recipe on ``config.sources``; save to ``output_dir``.
 
     Reads from ``config``: ``backbone``, ``sources``, ``freeze_embeddings``, ``num_train_epochs``, ``max_steps``,
-    ``per_device_train_batch_size``, ``learning_rate``, ``warmup_ratio``, ``lr_scheduler_type``, ``weight_decay``,
-    ``batch_sampler``, ``max_seq_length``, ``seed``. The st_unirep-only fields (head, losses, schedules) do not apply.
+    ``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``bf16``, ``learning_rate``, ``warmup_ratio``,
+    ``lr_scheduler_type``, ``weight_decay``, ``batch_sampler``, ``max_seq_length``, ``seed``.
+    The st_unirep-only fields (head, losses, schedules) do not apply.
     """
     if not config.sources:
         raise ValueError("train_st_recipe needs config.sources (the evaluation-layout training sets)")
@@ -43,29 +46,21 @@ def train_st_recipe(config: TrainConfig, output_dir: str | Path) -> Path:
     if config.freeze_embeddings:
         model[0].auto_model.get_input_embeddings().requires_grad_(False)
     losses = {}
-    if "text_pair" in data:
-        losses["text_pair"] = CoSENTLoss(model)  # scores in [0, 1] from load_sources; CoSENT only uses their order
-    if "instr" in data:
-        losses["instr"] = MultipleNegativesRankingLoss(model)
+    for name in data:
+        family = get_task(name).loss
+        if family == "graded_pair":  # scores in [0, 1] from load_sources; CoSENT only uses their order
+            losses[name] = CoSENTLoss(model)
+        elif family == "instruction":
+            losses[name] = MultipleNegativesRankingLoss(model)
+        else:
+            raise ValueError(f"The sentence-transformers recipe has no loss for task {name!r} ({family})")
     output_dir = Path(output_dir)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        learning_rate=config.learning_rate,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        batch_sampler=config.batch_sampler,
+    args = training_arguments(
+        config,
+        output_dir / "checkpoints",
         multi_dataset_batch_sampler="proportional",
         prompts=encoder_prompts(model.prompts, {t: d.column_names for t, d in data.items()}) or None,
-        use_cpu=not torch.cuda.is_available(),
-        seed=config.seed,
-        data_seed=config.seed,
         save_strategy="no",
-        logging_steps=config.logging_steps,
-        report_to=[],
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=losses)
     trainer.train()
