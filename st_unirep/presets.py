@@ -6,13 +6,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from st_unirep.loss_recipe import LossRecipe
-from st_unirep.tasks import TASK_PREFIX_TOKENS
+from st_unirep.tasks import OCR, TASK_PREFIX_TOKENS, VQA_MULTI, VQA_SINGLE
 
 DEFAULT_BACKBONE = "Qwen/Qwen2-VL-2B-Instruct"
 
 # Per image task: (margin m, triplet weight λ_trip) of ContrastiveTripletLoss, in scaled-similarity units.
-UNIREP_M_MARGINS = {"ocr": (0.3, 1.0), "vqa_single": (0.25, 1.0), "vqa_multi": (0.3, 1.0)}  # UniRep-M §5.2
-VIPOLYQWEN_MARGINS = {"ocr": (0.2, 1.0), "vqa_single": (0.2, 1.0), "vqa_multi": (0.3, 1.5)}  # viPolyQwen §4.2
+UNIREP_M_MARGINS = {OCR.name: (0.3, 1.0), VQA_SINGLE.name: (0.25, 1.0), VQA_MULTI.name: (0.3, 1.0)}  # UniRep-M §5.2
+VIPOLYQWEN_MARGINS = {OCR.name: (0.2, 1.0), VQA_SINGLE.name: (0.2, 1.0), VQA_MULTI.name: (0.3, 1.5)}  # viPolyQwen
 
 
 @dataclass(frozen=True)

@@ -48,31 +48,28 @@ class Task:
 
 _IMAGE_TASK = {"inputs": ("anchor", "positive"), "images": True, "loss": "triplet"}  # a "negative" column optional
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        Task(
-            "text_pair",
-            ("sentence1", "sentence2", "score"),
-            task_rows.graded_pair,
-            inputs=("sentence1", "sentence2"),
-            label="score",
-            loss="graded_pair",
-            encoder_prompts="symmetric",
-        ),
-        Task(
-            "instr",
-            ("query", "positive"),
-            task_rows.instruction,
-            inputs=("query", "positive"),
-            loss="instruction",
-            encoder_prompts="query_document",
-        ),
-        Task("ocr", ("images", "query", "positive", "negative"), task_rows.ocr, **_IMAGE_TASK),
-        Task("vqa_single", ("images", "question", "answer", "negative"), task_rows.vqa_single, **_IMAGE_TASK),
-        Task("vqa_multi", ("images", "conversation", "answer", "negative"), task_rows.vqa_multi, **_IMAGE_TASK),
-    )
-}
+TEXT_PAIR = Task(
+    "text_pair",
+    ("sentence1", "sentence2", "score"),
+    task_rows.graded_pair,
+    inputs=("sentence1", "sentence2"),
+    label="score",
+    loss="graded_pair",
+    encoder_prompts="symmetric",
+)
+INSTR = Task(
+    "instr",
+    ("query", "positive"),
+    task_rows.instruction,
+    inputs=("query", "positive"),
+    loss="instruction",
+    encoder_prompts="query_document",
+)
+OCR = Task("ocr", ("images", "query", "positive", "negative"), task_rows.ocr, **_IMAGE_TASK)
+VQA_SINGLE = Task("vqa_single", ("images", "question", "answer", "negative"), task_rows.vqa_single, **_IMAGE_TASK)
+VQA_MULTI = Task("vqa_multi", ("images", "conversation", "answer", "negative"), task_rows.vqa_multi, **_IMAGE_TASK)
+
+TASKS: dict[str, Task] = {task.name: task for task in (TEXT_PAIR, INSTR, OCR, VQA_SINGLE, VQA_MULTI)}
 """Every task, by name, in the order data is loaded and batches are mixed."""
 
 TASK_PREFIX_TOKENS: tuple[str, ...] = tuple(task.prefix_token for task in TASKS.values())
@@ -88,4 +85,15 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["IMAGE_TASKS", "TASKS", "TASK_PREFIX_TOKENS", "Task", "get_task"]
+__all__ = [
+    "IMAGE_TASKS",
+    "INSTR",
+    "OCR",
+    "TASKS",
+    "TASK_PREFIX_TOKENS",
+    "TEXT_PAIR",
+    "VQA_MULTI",
+    "VQA_SINGLE",
+    "Task",
+    "get_task",
+]

@@ -157,12 +157,13 @@ def load_sources(sources: list[dict[str, Any]]) -> tuple[DatasetDict, LoadReport
             raise ValueError(f"{where}: path {str(path)!r} does not exist")
         # The dataset's name (for its score range): the folder above a split file or split folder.
         name = path.parent.name if path.is_file() or path.name in ("train", "dev", "test") else path.name
-        if task == "text_pair":
+        family = get_task(task).loss if task in TASKS else None
+        if family == "graded_pair":
             if not path.is_file():
-                raise ValueError(f"{where}: task text_pair needs a graded-pairs .jsonl file, got folder {str(path)!r}")
+                raise ValueError(f"{where}: task {task} needs a graded-pairs .jsonl file, got folder {str(path)!r}")
             pairs = read_pairs(path, name)
             if pairs.kind != "graded":
-                raise ValueError(f"{where}: task text_pair needs graded rows ('score'), {path} has 0/1 labels")
+                raise ValueError(f"{where}: task {task} needs graded rows ('score'), {path} has 0/1 labels")
             lo, hi = source.get("score_range") or SCORE_RANGES.get(name, pairs.score_range)
             if not lo < hi or min(pairs.gold) < lo or max(pairs.gold) > hi:
                 raise ValueError(
@@ -173,11 +174,11 @@ def load_sources(sources: list[dict[str, Any]]) -> tuple[DatasetDict, LoadReport
                 {"sentence1": a, "sentence2": b, "score": (g - lo) / (hi - lo)}
                 for a, b, g in zip(pairs.sentences1, pairs.sentences2, pairs.gold, strict=True)
             ]
-        elif task == "instr":
+        elif family == "instruction":
             if path.is_file():
                 pairs = read_pairs(path, name)
                 if pairs.kind != "binary":
-                    raise ValueError(f"{where}: task instr from a pairs file needs 0/1 'label' rows ({path})")
+                    raise ValueError(f"{where}: task {task} from a pairs file needs 0/1 'label' rows ({path})")
                 new = [
                     {"query": a, "positive": b}
                     for a, b, g in zip(pairs.sentences1, pairs.sentences2, pairs.gold, strict=True)
@@ -191,7 +192,8 @@ def load_sources(sources: list[dict[str, Any]]) -> tuple[DatasetDict, LoadReport
                     for d in sorted(docs)
                 ]
         else:
-            raise ValueError(f"{where}: task must be 'text_pair' or 'instr' for these layouts, got {task!r}")
+            text_tasks = " or ".join(repr(t.name) for t in TASKS.values() if t.loss in ("graded_pair", "instruction"))
+            raise ValueError(f"{where}: task must be {text_tasks} for these layouts, got {task!r}")
         logger.info("%s: %d %s rows from %s", where, len(new), task, path)
         rows.setdefault(task, []).extend(new)
     for task, task_rows in rows.items():

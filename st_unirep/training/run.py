@@ -82,8 +82,10 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
     if not config.sources:
         return data, tuple(config.score_range)
     lo, hi = config.score_range
-    if "text_pair" in data:
-        data["text_pair"] = data["text_pair"].map(lambda row: {"score": (row["score"] - lo) / (hi - lo)})
+    for name in data:  # graded labels to [0, 1], like the sources'
+        label = get_task(name).label
+        if label is not None:
+            data[name] = data[name].map(lambda row, label=label: {label: (row[label] - lo) / (hi - lo)})
     extra, report = load_sources(config.sources)
     logger.info("... plus %d sources: %s", len(config.sources), report.rows)
     for task, dataset in extra.items():
