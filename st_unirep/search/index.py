@@ -425,12 +425,6 @@ class SearchIndex:
         if full.shape != (self.dim,):
             raise ValueError(f"Expected a ({self.dim},) query vector, got {full.shape}")
         calibration = self._profile(profile)
-        if min_score is None:
-            threshold = None
-        elif calibration is None:
-            threshold = 2.0 * min_score - 1.0
-        else:
-            threshold = calibration.cosine_threshold(min_score, self.dim)
         prefetch = None
         if not exhaustive:
             prefetch = models.Prefetch(query=self._prefix(full).tolist(), using="prefix", limit=candidates)
@@ -441,26 +435,33 @@ class SearchIndex:
             prefetch=prefetch,
             query_filter=query_filter,
             limit=limit,
-            score_threshold=threshold,
+            score_threshold=self._cosine_threshold(min_score, calibration),
             with_payload=True,
         )
-        hits = []
-        for point in response.points:
-            payload = point.payload or {}
-            cosine = float(point.score)
-            if calibration is None:
-                score = min(1.0, max(0.0, (cosine + 1.0) / 2.0))
-            else:
-                score = float(calibration(np.array(cosine), self.dim))
-            hits.append(
-                SearchHit(
-                    id=payload.get("id", str(point.id)),
-                    score=score,
-                    cosine=cosine,
-                    source=payload.get("source", ""),
-                    text=payload.get("text"),
-                    image=payload.get("image"),
-                    metadata=payload.get("metadata") or {},
-                )
-            )
-        return hits
+        return [self._hit(point, calibration) for point in response.points]
+
+    def _cosine_threshold(self, min_score: float | None, calibration) -> float | None:
+        """The cosine whose calibrated score is ``min_score`` (the map's exact inverse), for Qdrant's threshold."""
+        if min_score is None:
+            return None
+        if calibration is None:
+            return 2.0 * min_score - 1.0
+        return calibration.cosine_threshold(min_score, self.dim)
+
+    def _hit(self, point, calibration) -> SearchHit:
+        """A Qdrant point as a :class:`SearchHit`, its score the calibrated relevance of its cosine."""
+        payload = point.payload or {}
+        cosine = float(point.score)
+        if calibration is None:
+            score = min(1.0, max(0.0, (cosine + 1.0) / 2.0))
+        else:
+            score = float(calibration(np.array(cosine), self.dim))
+        return SearchHit(
+            id=payload.get("id", str(point.id)),
+            score=score,
+            cosine=cosine,
+            source=payload.get("source", ""),
+            text=payload.get("text"),
+            image=payload.get("image"),
+            metadata=payload.get("metadata") or {},
+        )
