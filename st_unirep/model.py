@@ -10,6 +10,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
+from st_unirep._compat import optional_hub_file
 from st_unirep.modules.attention_pooling import AttentionPooling
 from st_unirep.modules.backbone import Backbone
 from st_unirep.modules.matryoshka_normalize import MatryoshkaNormalize
@@ -85,9 +86,7 @@ def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]
     """
     import json
 
-    from transformers.utils import cached_file
-
-    path = cached_file(backbone, "config_sentence_transformers.json", _raise_exceptions_for_missing_entries=False)
+    path = optional_hub_file(backbone, "config_sentence_transformers.json")
     if path is None:
         return None, None
     config = json.loads(Path(path).read_text(encoding="utf-8"))

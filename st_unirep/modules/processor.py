@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2VLConfig
-from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2VLConfig, Qwen2VLProcessor
 
 logger = logging.getLogger(__name__)
 
