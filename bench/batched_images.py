@@ -22,6 +22,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import _common
@@ -106,6 +107,24 @@ def sentence_transformers_sort_key(model):
             model._input_length = key
 
 
+def stage_row(model, encode: Callable[[int], None], batch_size: int, n: int, budget_name: str) -> list:
+    """One row of the stage table: ms per image in each stage of one encode of the ``n`` images at ``batch_size``."""
+    with stage_timers(model) as totals:
+        start = time.perf_counter()
+        encode(batch_size)
+        total = time.perf_counter() - start
+    processor = totals["processor (all of preprocess)"] - totals["decode + checks"]
+    stages = {
+        "decode + checks": totals["decode + checks"],
+        "processor": processor,
+        "vision tower": totals["vision tower"],
+        "language model": totals["language model"],
+        "head": totals["head (pooling, projection, normalise)"],
+    }
+    stages["rest (ST encode loop, sorting, copies)"] = total - sum(stages.values())
+    return [budget_name, batch_size, *(f"{value / n * 1e3:.1f}" for value in stages.values()), f"{total / n * 1e3:.0f}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--photos", type=int, default=32)
@@ -155,23 +174,7 @@ def main() -> None:
             speed_up = _common.paired_ratio(key_times["st"], key_times[name])
             key_rows.append([budget_name, label, f"{n / seconds:.2f}", f"{speed_up:.2f}"])
 
-        for bs in (1, 16):
-            with stage_timers(model) as totals:
-                start = time.perf_counter()
-                encode(bs)
-                total = time.perf_counter() - start
-            processor = totals["processor (all of preprocess)"] - totals["decode + checks"]
-            stages = {
-                "decode + checks": totals["decode + checks"],
-                "processor": processor,
-                "vision tower": totals["vision tower"],
-                "language model": totals["language model"],
-                "head": totals["head (pooling, projection, normalise)"],
-            }
-            stages["rest (ST encode loop, sorting, copies)"] = total - sum(stages.values())
-            stage_rows.append(
-                [budget_name, bs, *(f"{value / n * 1e3:.1f}" for value in stages.values()), f"{total / n * 1e3:.0f}"]
-            )
+        stage_rows += [stage_row(model, encode, bs, n, budget_name) for bs in (1, 16)]
 
     table = _common.markdown_table(["pixel budget", "batch", "images/s", "ms / image", "speed-up vs batch 1"], rows)
     key_table = _common.markdown_table(["pixel budget", "sort key (batch 16)", "images/s", "speed-up"], key_rows)

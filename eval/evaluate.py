@@ -18,16 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
+from checkout import data_root  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
 from st_unirep.evaluation.report import write_report  # noqa: E402
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model folder or id (st_unirep or any sentence-transformers)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="data root (default: ../shared/data)")
+    parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
     parser.add_argument("--split", default="dev", help="split to evaluate (dev; a test split has the same files)")
     parser.add_argument("--output", default="eval_output", help="folder for results.json, report.md and plots")
     parser.add_argument("--truncate_dims", type=int, nargs="*", default=None, help="Matryoshka widths to evaluate")

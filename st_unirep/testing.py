@@ -43,7 +43,7 @@ QWEN2_VL_PROCESSOR_FILES = (
     "preprocessor_config.json",
 )
 
-# Qwen2-VL-2B-Instruct's chat template (the one in ../shared/models/qwen2-vl-2b-config/chat_template.json).
+# Qwen2-VL-2B-Instruct's chat template (its checkpoint's chat_template.json, verbatim).
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"

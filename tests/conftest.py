@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from checkout import shared_root
 from st_unirep import build_model
 from st_unirep.presets import PRESETS
 from st_unirep.testing import QWEN2_VL_PROCESSOR_FILES, build_tiny_qwen2_vl
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = shared_root()
 REAL_CONFIG = SHARED / "models" / "qwen2-vl-2b-config"
 TINY_OUTPUT_DIM = 64
 

@@ -3,54 +3,35 @@
 
 With no arguments it trains the tiny offline Qwen2-VL on the built-in generated data on the CPU (a few minutes)
 and saves the model to ``output/``. Under ``torchrun`` / ``accelerate launch`` the same command trains with DDP.
+
+Flags override the keys of the YAML file; ``--help`` lists every field with its comment. Booleans take
+``true/false/yes/no/1/0`` (``--bf16`` alone means true); dict and list-of-dict fields take JSON, e.g.
+``--sources '[{"path": "../shared/data/stsb_en/train.jsonl", "task": "text_pair"}]'``. In a checkout the built-in
+data draws its graded text pairs from ``../shared/data/stsb_en/train.jsonl`` when present (``default_text_pairs``).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import logging
 import os
 import sys
-import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from st_unirep.training.config import TrainConfig, load_config  # noqa: E402
+from checkout import train_defaults  # noqa: E402
+from st_unirep.training.config import ConfigArgumentParser, load_config  # noqa: E402
 from st_unirep.training.run import run_training  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file of TrainConfig fields")
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        kind = hints[field.name]
-        if kind is bool or kind == (bool | None):
-            parser.add_argument(f"--{field.name}", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
-        elif "dict" in str(kind):  # a JSON object, e.g. --text_pair_weights '{"cosent_weight": 1}'
-            parser.add_argument(f"--{field.name}", type=json.loads, metavar="JSON")
-        elif "list" in str(kind):
-            parser.add_argument(f"--{field.name}", type=float, nargs="+")
-        elif kind in (int, int | None):
-            parser.add_argument(f"--{field.name}", type=int)
-        elif kind in (float, float | None):
-            parser.add_argument(f"--{field.name}", type=float)
-        else:
-            parser.add_argument(f"--{field.name}", type=str)
-    return parser
+DESCRIPTION = "Train an st_unirep model; with no arguments, the tiny offline default job (see the module docstring)."
 
 
 def main(argv: list[str] | None = None) -> Path:
+    parser = ConfigArgumentParser(default_config=DEFAULT_CONFIG, description=DESCRIPTION)
+    config_file, overrides, _ = parser.parse_config_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    arguments = vars(_parser().parse_args(argv))
-    config_path = arguments.pop("config")
-    overrides = {key: value for key, value in arguments.items() if value is not None}
-    config = load_config(config_path, overrides)
+    config = load_config(config_file, overrides, defaults=train_defaults())
     output = run_training(config)
     if os.environ.get("RANK", "0") == "0":
         print(f"Saved the trained model to {output.resolve()}")

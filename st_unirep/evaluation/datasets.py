@@ -1,4 +1,4 @@
-"""Readers for the evaluation data layouts of ``../shared/data`` (any folder of the same layout, any split).
+"""Readers for the evaluation data layouts: any folder of dataset folders laid out as below, any split.
 
 Recognised per dataset folder ``<root>/<name>``:
 

@@ -1,8 +1,10 @@
-"""The report of an evaluation run: ``results.json``, ``report.md`` and two PNG plots."""
+"""The report of an evaluation run (``results.json``, ``report.md`` and two PNG plots), and the pieces a comparison
+of several runs reuses: the threshold table of a calibrated score and the side-by-side reliability plot."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,62 @@ def matryoshka_plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def threshold_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of a threshold sweep of a score (``evaluate``'s ``thresholds`` artifacts): precision,
+    recall, F1 and the number of pairs selected at each cut."""
+    lines = ["| score ≥ | precision | recall | F1 | selected |", "|---|---|---|---|---|"]
+    return lines + [
+        f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
+        for r in rows
+    ]
+
+
+def threshold_section(results: dict[str, Any], dataset: str, title: str, key: str = "thresholds") -> list[str]:
+    """``**title**`` over the threshold table ``key`` of ``dataset`` in a run's results (its artifacts under
+    ``results["_meta"]["artifacts"]``, as ``eval/compare.py`` keeps them), then a blank line; nothing when the run
+    has no such table."""
+    rows = results["_meta"]["artifacts"].get(dataset, {}).get(key)
+    if not rows:
+        return []
+    return [f"**{title}**", "", *threshold_table(rows), ""]
+
+
+def reliability_comparison_plot(
+    runs: dict[str, dict[str, Any]], path: Path, profiles: dict[str, str], profiled: Collection[str] = ()
+) -> None:
+    """Reliability curves of several runs, one panel per graded dataset (the keys of ``profiles``): the seeds'
+    (cos+1)/2 for every run, and the dataset's calibration profile ``profiles[dataset]`` for the runs named in
+    ``profiled``. ``runs`` maps a label to a run's results, with its artifacts under ``results["_meta"]["artifacts"]``.
+    """
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5 * len(profiles), 5), sharey=True)
+    for ax, (dataset, profile) in zip(axes, profiles.items(), strict=True):
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        for run, results in runs.items():
+            artifacts = results["_meta"]["artifacts"].get(dataset, {})
+            curves = [("reliability", "ece", "(cos+1)/2", "o-")]
+            if run in profiled:
+                curves.append((f"reliability@{profile}", f"ece@{profile}", f"profile {profile}", "s--"))
+            for key, metric, label, style in curves:
+                curve = artifacts.get(key)
+                if curve:
+                    ax.plot(
+                        [p for p, _, _ in curve],
+                        [t for _, t, _ in curve],
+                        style,
+                        markersize=3,
+                        label=f"{run}, {label} (ECE {results[dataset][metric]:.3f})",
+                    )
+        ax.set_title(f"{dataset} dev")
+        ax.set_xlabel("score")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("gold score mapped to [0, 1] (bin mean)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str | Path, model_name: str) -> Path:
     """Write ``results.json``, ``reliability.png``, ``matryoshka.png`` and ``report.md`` into ``output``."""
     output = Path(output)
@@ -122,17 +180,7 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
     for name, artifact in artifacts.items():
         for key in sorted(k for k in artifact if k.startswith("thresholds")):
             score = "(cos+1)/2" if key == "thresholds" else f"profile {key.split('@', 1)[1]!r}"
-            lines += [
-                f"### Calibrated-score thresholds on {name}: {score}",
-                "",
-                "| score ≥ | precision | recall | F1 | selected |",
-                "|---|---|---|---|---|",
-            ]
-            lines += [
-                f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['selected']} |"
-                for r in artifact[key]
-            ]
-            lines.append("")
+            lines += [f"### Calibrated-score thresholds on {name}: {score}", "", *threshold_table(artifact[key]), ""]
     lines += [
         "## Embedding health",
         "",

@@ -1,6 +1,6 @@
 """``python -m st_unirep.search index|query``: build a Qdrant index of a corpus, then search it.
 
-python -m st_unirep.search index --model output --corpus ../shared/data/vicaption_vi/dev/images --index search-index
+python -m st_unirep.search index --model output --corpus photos/ --index search-index
 python -m st_unirep.search query --index search-index --text "một người đàn ông trên đỉnh núi"
 python -m st_unirep.search query --index search-index --image photo.jpg --limit 5 --min-score 0.6 --json
 """

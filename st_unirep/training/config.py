@@ -1,13 +1,28 @@
-"""The training configuration: one dataclass, loaded from YAML and overridden from the command line."""
+"""The training configuration: one dataclass, loaded from YAML and overridden from the command line.
+
+The command line of ``train/train.py`` and ``eval/ablate.py`` is :class:`ConfigArgumentParser`: transformers'
+``HfArgumentParser`` over the fields of :class:`TrainConfig`, with help text from the field comments.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import inspect
+import io
 import json
+import re
+import textwrap
+import tokenize
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import HfArgumentParser
 
 
 @dataclass
@@ -37,6 +52,8 @@ class TrainConfig:
     tiny_layers: int = 2  # decoder layers of the "tiny" backbone
     # --- data ---
     data: str | None = None  # folder of <task>.jsonl / <task>/ files; None: generate the built-in default set
+    # Graded-pairs JSONL (sentence1, sentence2, score) for the built-in data's text_pair task; None: templated pairs
+    default_text_pairs: str | None = None
     # Sources in the evaluation layouts ({path, task, score_range?}; see training.data.load_sources): text_pair
     # scores are mapped to [0, 1] per source. Used with or instead of `data`.
     sources: list[dict[str, Any]] | None = None
@@ -103,6 +120,8 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         self._validate_calibration()
+        if self.default_text_pairs is not None and not Path(self.default_text_pairs).is_file():
+            raise ValueError(f"default_text_pairs {self.default_text_pairs!r} is not an existing file")
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2: the losses compare samples within a batch")
 
@@ -122,9 +141,12 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A ``TrainConfig`` from a YAML file (optional) and overrides; unknown keys raise a ValueError naming them."""
-    values: dict[str, Any] = {}
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+) -> TrainConfig:
+    """A ``TrainConfig`` from ``defaults``, then a YAML file (optional), then ``overrides``, each replacing the
+    fields it names; unknown keys raise a ValueError naming them."""
+    values: dict[str, Any] = dict(defaults or {})
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -142,3 +164,125 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     config = TrainConfig(**values)
     config.validate()
     return config
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment of every field of the dataclass ``cls`` in its source: the comment lines right above the field
+    (section rules such as ``# --- data ---`` excepted) followed by the comment at the end of its line."""
+    try:
+        source = textwrap.dedent("".join(inspect.getsourcelines(cls)[0]))
+    except (OSError, TypeError):  # no source (a class built at run time): no help text
+        return {}
+    lines = source.splitlines()
+    comments = {
+        token.start[0] - 1: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    names = {f.name for f in fields(cls)}
+    found: dict[str, str] = {}
+    for number, line in enumerate(lines):
+        match = re.match(r"\s+(\w+)\s*:", line)
+        if match is None or match.group(1) not in names or match.group(1) in found:
+            continue
+        parts = [comments[number]] if number in comments else []
+        above = number - 1
+        while above in comments and lines[above].lstrip().startswith("#") and not comments[above].startswith("---"):
+            parts.insert(0, comments[above])
+            above -= 1
+        found[match.group(1)] = " ".join(parts)
+    return found
+
+
+def _json_argument(name: str, kind: type, optional: bool) -> Callable[[str], Any]:
+    """The argparse ``type`` of a dict or list field: a JSON value of that kind (or ``null`` when optional)."""
+    what = "a JSON object" if kind is dict else "a JSON array"
+
+    def parse(text: str) -> Any:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} ({error})") from None
+        if not isinstance(value, kind) and not (optional and value is None):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{name} JSON"
+    return parse
+
+
+def _argument_type(name: str, hint: Any) -> Any:
+    """The type ``HfArgumentParser`` should see for a field: the field's own, except JSON for dict fields and for
+    lists of anything but scalars (``list[float]`` stays several values: ``--score_range 0 5``)."""
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    inner = next(a for a in args if a is not type(None)) if optional else hint
+    if dict in (inner, typing.get_origin(inner)):
+        return _json_argument(name, dict, optional)
+    if list in (inner, typing.get_origin(inner)) and typing.get_args(inner) not in ((str,), (int,), (float,)):
+        return _json_argument(name, list, optional)
+    return hint
+
+
+def _argument_view(cls: type, keep_defaults: bool) -> type:
+    """A dataclass with the fields of ``cls`` as ``HfArgumentParser`` should parse them: help text from the field
+    comments, JSON types for structured fields, and (``keep_defaults=False``) no defaults, so that a flag appears in
+    the parsed namespace only when it is given."""
+    hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
+    specs = []
+    for item in fields(cls):
+        if not item.init:
+            continue
+        hint = _argument_type(item.name, hints[item.name])
+        metadata = {"help": comments.get(item.name, "").replace("%", "%%"), **item.metadata}
+        if hint is not hints[item.name]:
+            metadata.setdefault("metavar", "JSON")
+        if not keep_defaults and typing.get_origin(hint) is list:  # HfArgumentParser reads a list's default_factory
+            default = dataclasses.field(default_factory=lambda: argparse.SUPPRESS, metadata=metadata)
+        elif not keep_defaults:
+            default = dataclasses.field(default=argparse.SUPPRESS, metadata=metadata)
+        elif item.default_factory is not dataclasses.MISSING:
+            default = dataclasses.field(default_factory=item.default_factory, metadata=metadata)
+        else:
+            default = dataclasses.field(default=item.default, metadata=metadata)
+        specs.append((item.name, hint, default))
+    return dataclasses.make_dataclass(f"{cls.__name__}Arguments", specs)
+
+
+class ConfigArgumentParser(HfArgumentParser):
+    """``--config FILE.yaml`` and one ``--<field> VALUE`` flag per :class:`TrainConfig` field, then the fields of the
+    ``extra`` dataclasses (a script's own options, with their defaults).
+
+    Built by transformers' ``HfArgumentParser``: help text from the field comments, strict booleans
+    (``true/false/yes/no/1/0``; a bare ``--flag`` means true), several values for ``list[float]`` fields, and JSON
+    for dict and list-of-dict fields (``--sources '[{"path": "stsb_en/train.jsonl", "task": "text_pair"}]'``).
+    A TrainConfig field keeps the value of the YAML file (else its default) unless its flag is given.
+
+    Example::
+
+        parser = ConfigArgumentParser(default_config="train/configs/tiny.yaml")
+        config_file, overrides, _ = parser.parse_config_args(["--max_steps", "10", "--bf16", "true"])
+        config = load_config(config_file, overrides)
+    """
+
+    def __init__(self, *extra: type, default_config: str | Path | None = None, **kwargs: Any) -> None:
+        self.extra = extra
+        kwargs.setdefault("usage", "%(prog)s [-h] [--config FILE.yaml] [--<option or TrainConfig field> VALUE ...]")
+        views = [_argument_view(cls, keep_defaults=True) for cls in extra]
+        super().__init__([*views, _argument_view(TrainConfig, keep_defaults=False)], **kwargs)
+        self.add_argument(
+            "--config",
+            default=None if default_config is None else str(default_config),
+            help="YAML file whose keys are TrainConfig fields; the flags given on the command line override it",
+        )
+
+    def parse_config_args(self, args: Sequence[str] | None = None) -> tuple[str | None, dict[str, Any], list[Any]]:
+        """``(the --config file, the TrainConfig fields given as flags, one instance per extra dataclass)``."""
+        namespace = vars(self.parse_args(args))
+        config_file = namespace.pop("config")
+        instances = []
+        for cls in self.extra:
+            names = [item.name for item in fields(cls) if item.init]
+            instances.append(cls(**{name: namespace.pop(name) for name in names}))
+        return config_file, namespace, instances

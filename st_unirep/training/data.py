@@ -125,7 +125,7 @@ def load_task_data(
 
 
 def load_sources(sources: list[dict[str, Any]]) -> tuple[DatasetDict, LoadReport]:
-    """Training data straight from the evaluation layouts of ``../shared/data`` (any split, any folder alike).
+    """Training data straight from files in the evaluation data layouts (any split, any folder alike).
 
     Each source is ``{"path": ..., "task": "text_pair" | "instr", "score_range"?: [lo, hi]}``:
 

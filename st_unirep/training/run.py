@@ -76,7 +76,7 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
         return data, (0.0, 1.0)
     data_root = Path(config.data) if config.data else output / "data"
     if config.data is None and not (data_root / "ocr.jsonl").is_file():
-        generate_default_data(data_root, seed=0)
+        generate_default_data(data_root, seed=0, stsb_path=config.default_text_pairs)
     data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
     logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
     if not config.sources:

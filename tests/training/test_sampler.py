@@ -81,7 +81,12 @@ def test_bad_options():
 
 def test_all_image_or_all_text_tasks():
     only_text = _sampler(image=())
-    assert all(batch[0] < 64 or True for batch in only_text)
+    batches = list(only_text)
+    # No image task: the vaccine never fires, every batch comes from one of the three text tasks, and all of them
+    # are drawn (in proportion to their batches, as ST's ProportionalBatchSampler).
+    assert only_text.text_datasets == [0, 1, 2] and len(batches) == len(only_text) == 48
+    assert all(len({i // 64 for i in batch}) == 1 for batch in batches)
+    assert {batch[0] // 64 for batch in batches} == {0, 1, 2}
     only_image = _sampler(sizes=(16,), image=(0,))
     assert len(list(only_image)) == 4
     torch.manual_seed(0)

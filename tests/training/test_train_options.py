@@ -1,6 +1,12 @@
-"""Training options: LoRA (merged on save), bf16 on CPU, stop on collapse, clipping under gradient accumulation."""
+"""Training options: LoRA (merged on save), bf16 on CPU, stop on collapse, clipping under gradient accumulation;
+the command line of train/train.py (strict booleans, JSON fields, YAML overridden by flags)."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +14,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
 from st_unirep.training.clipping import component_parameters
-from st_unirep.training.config import load_config
+from st_unirep.training.config import ConfigArgumentParser, TrainConfig, field_comments, load_config
 from st_unirep.training.run import build_trainer, run_training
 from tests.conftest import REPO
 from tests.training.test_train import small_data  # noqa: F401  (fixture)
@@ -73,3 +79,93 @@ def test_component_clipping_runs_once_per_optimizer_step_with_accumulation(tmp_p
         assert norms["backbone"] <= 0.05 * 1.0001
         assert norms["pooling"] <= 0.01 * 1.0001
         assert norms["projection"] <= 0.02 * 1.0001
+
+
+def _train_script(monkeypatch):
+    """train/train.py as a module, with ``run_training`` replaced by a recorder of the config it is given."""
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "train" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = []
+    monkeypatch.setattr(module, "run_training", lambda config: seen.append(config) or Path(config.output_dir))
+    return module, seen
+
+
+def test_a_misspelt_boolean_is_refused_naming_the_flag_and_the_accepted_values(monkeypatch, capsys):
+    """Regression: any word but 1/true/yes parsed as False (`--skip_invalid ture` trained with skip_invalid=False)."""
+    script, seen = _train_script(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--skip_invalid", "ture"])
+    assert exit_info.value.code == 2 and not seen
+    error = capsys.readouterr().err
+    assert "--skip_invalid" in error and "ture" in error
+    assert all(values in error for values in ("true/false", "yes/no", "1/0"))
+
+
+@pytest.mark.parametrize(("word", "value"), [("true", True), ("Yes", True), ("1", True), ("no", False), ("0", False)])
+def test_boolean_flags_take_the_accepted_words(monkeypatch, word, value):
+    script, seen = _train_script(monkeypatch)
+    script.main(["--skip_invalid", word, "--regularizers", "no" if value else "yes"])
+    assert seen[0].skip_invalid is value and seen[0].regularizers is not value
+
+
+def test_sources_and_dict_fields_take_json_and_flags_override_the_yaml(tmp_path, monkeypatch):
+    """Regression: `--sources` could not be given on the command line (it parsed as floats)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("preset: viuniembed\nmax_steps: 7\nskip_invalid: true\nbf16: false\n", encoding="utf-8")
+    sources = [{"path": str(tmp_path / "stsb_en" / "train.jsonl"), "task": "text_pair", "score_range": [0, 5]}]
+    script, seen = _train_script(monkeypatch)
+    script.main(
+        [
+            *("--config", str(config), "--sources", json.dumps(sources), "--max_steps", "3", "--bf16"),
+            *("--text_pair_weights", '{"cosent_weight": 1.0}', "--score_range", "1", "5"),
+        ]
+    )
+    (trained,) = seen
+    assert trained.sources == sources
+    assert trained.text_pair_weights == {"cosent_weight": 1.0} and trained.score_range == [1.0, 5.0]
+    assert trained.max_steps == 3 and trained.bf16 is True  # the flags win over the YAML
+    assert trained.preset == "viuniembed" and trained.skip_invalid is True  # the YAML wins over the defaults
+    assert trained.learning_rate == TrainConfig.learning_rate  # neither: the dataclass default
+
+
+def test_a_json_field_refuses_what_is_not_json_of_its_kind(monkeypatch, capsys):
+    script, seen = _train_script(monkeypatch)
+    for flag, text in (("--sources", '{"path": "x"}'), ("--text_pair_weights", "cosent_weight=1")):
+        with pytest.raises(SystemExit):
+            script.main([flag, text])
+        assert flag in capsys.readouterr().err
+    assert not seen
+
+
+def test_no_flags_leave_the_yaml_alone_and_help_comes_from_the_field_comments():
+    parser = ConfigArgumentParser(default_config="c.yaml")
+    assert parser.parse_config_args([]) == ("c.yaml", {}, [])
+    text = " ".join(parser.format_help().split())
+    assert "multi-task batch sampler" in text  # TrainConfig.sampler's comment
+    assert "Sources in the evaluation layouts" in text  # a comment above its field
+
+
+@dataclass
+class _Commented:
+    # --- a section rule, not help ---
+    plain: int = 1  # the end-of-line comment
+    # A comment above the field,
+    # on two lines
+    above: str = "x"  # and one after it
+    bare: float = 0.5
+    items: list[str] = field(default_factory=list)  # several
+
+
+def test_field_comments():
+    assert field_comments(_Commented) == {
+        "plain": "the end-of-line comment",
+        "above": "A comment above the field, on two lines and one after it",
+        "bare": "",
+        "items": "several",
+    }
+    command, overrides, (extra,) = ConfigArgumentParser(_Commented).parse_config_args(
+        ["--plain", "2", "--items", "a", "b", "--max_steps", "4"]
+    )
+    assert command is None and overrides == {"max_steps": 4}
+    assert extra == _Commented(plain=2, above="x", bare=0.5, items=["a", "b"])
