@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,17 @@ def training_arguments(
         "data_seed": config.seed,
         "batch_sampler": config.batch_sampler,
         "logging_steps": config.logging_steps,
-        "report_to": [],
+        "report_to": report_to(config.report_to),
     }
     arguments.update(extra)
     return SentenceTransformerTrainingArguments(**arguments)
 
 
-__all__ = ["training_arguments"]
+def report_to(configured: list[str] | None) -> list[str]:
+    """transformers' ``report_to``: the configured list, or TensorBoard when it is installed (else nothing)."""
+    if configured is not None:
+        return [name for name in configured if name != "none"]
+    return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+
+
+__all__ = ["report_to", "training_arguments"]

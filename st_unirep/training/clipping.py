@@ -59,6 +59,6 @@ class ComponentClippingCallback(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.last_norms = clip_components(component_parameters(model), self.max_norms)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            logs.update({f"grad_norm/{name}": norm for name, norm in self.last_norms.items()})
+    def add_metrics(self, state, logs: dict[str, float]) -> None:
+        """The last step's gradient norms as ``grad_norm/<component>`` (called by ``UniRepTrainer.log``)."""
+        logs.update({f"grad_norm/{name}": norm for name, norm in self.last_norms.items()})

@@ -84,6 +84,9 @@ class TrainConfig:
     batch_sampler: str = "batch_sampler"  # per-task batches: ST's "batch_sampler" or "no_duplicates"
     vaccine_epsilon: float = 0.02  # ε of p_v(t) = min(1, ε (1 + r)^t)
     vaccine_rate: float = 0.05  # r of p_v(t)
+    # Share of the batches per task once images are fully in (p_v = 1), e.g. the seeds' {"text_pair": 0.5, "ocr":
+    # 0.25, "vqa_single": 0.25}; None: proportional to each task's number of batches (the data's own mix)
+    task_shares: dict[str, float] | None = None
     # --- schedules ---
     temperature_start: float = 0.1  # contrastive temperature at step 0
     temperature_end: float = 0.07  # ... after temperature_steps
@@ -98,9 +101,14 @@ class TrainConfig:
     clip_projection: float = 5.0  # max grad norm of the projection
     health_every: int = 25  # steps between health checks
     health_probe_size: int = 32  # (anchor, positive) pairs in the health probe
-    stop_on_collapse: bool = False  # stop when the p95 similarity exceeds 0.95
+    stop_on_collapse: bool = False  # stop when the p95 similarity exceeds 0.95 (all ranks stop together)
+    # Steps before collapse is judged: an untrained head already reads p95 ≈ 1, so early checks are recorded only
+    collapse_warmup_steps: int = 200
     # --- bookkeeping ---
     logging_steps: int = 5  # steps between log lines
+    # Where the trainer reports (transformers' report_to: "tensorboard", "wandb", "none", ...); None: TensorBoard
+    # when it is installed, else none. Every callback metric (grad_norm/, health/, schedule/, vaccine/) goes there.
+    report_to: list[str] | None = None
     save_steps: int = 0  # steps between checkpoints (0: only the final model)
     save_total_limit: int | None = 2  # checkpoints kept
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "last" for the newest in output_dir
@@ -109,6 +117,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.sampler not in ("proportional", "round_robin", "vaccine"):
             raise ValueError(f"sampler must be proportional, round_robin or vaccine, got {self.sampler!r}")
+        if self.task_shares is not None and self.sampler != "vaccine":
+            raise ValueError(f"task_shares is read by the vaccine sampler only; sampler is {self.sampler!r}")
         if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
             raise ValueError(f"batch_sampler must be batch_sampler or no_duplicates, got {self.batch_sampler!r}")
         for name in ("head_learning_rate", "loss_learning_rate"):

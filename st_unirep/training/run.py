@@ -31,6 +31,7 @@ from st_unirep.training.prompts import encoder_prompts
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
 from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
 from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval
+from st_unirep.training.trainer import UniRepTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,22 @@ def _sampler(config: TrainConfig, data: DatasetDict):
         epsilon=config.vaccine_epsilon,
         rate=config.vaccine_rate,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        task_shares=_task_shares(config, data),
     )
+
+
+def _task_shares(config: TrainConfig, data: DatasetDict) -> list[float] | None:
+    """``config.task_shares`` in the data's task order; every task of the data needs one, and only those."""
+    if config.task_shares is None:
+        return None
+    missing = [name for name in data if name not in config.task_shares]
+    extra = [name for name in config.task_shares if name not in data]
+    if missing or extra:
+        raise ValueError(
+            f"task_shares must name exactly the tasks of the training data {list(data)}: "
+            f"missing {missing}, not in the data {extra}"
+        )
+    return [float(config.task_shares[name]) for name in data]
 
 
 def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Preset, resume: str | None) -> list:
@@ -237,6 +253,7 @@ def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Pre
             every=config.health_every,
             dims=preset.matryoshka_dims,
             stop_on_collapse=config.stop_on_collapse,
+            collapse_warmup_steps=config.collapse_warmup_steps,
         ),
     ]
     if config.sampler == "vaccine":
@@ -278,7 +295,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
         ddp_find_unused_parameters=True,  # frozen vision towers and per-task losses leave parameters unused
     )
     resume = _resolve_checkpoint(config, checkpoints)
-    trainer = SentenceTransformerTrainer(
+    trainer = UniRepTrainer(
         model=model,
         args=args,
         train_dataset=data,

@@ -11,17 +11,36 @@ from transformers import TrainerCallback
 
 
 def vaccine_probability(step: int, epsilon: float = 0.02, rate: float = 0.05) -> float:
-    r""":math:`p_v(t) = \min(1, \varepsilon (1 + r)^t)`: the probability that the batch of optimizer step t comes
-    from an image task (ViUniEmbed: "annealed image batches")."""
+    r""":math:`p_v(t) = \min(1, \varepsilon (1 + r)^t)`: the image tasks' exposure at optimizer step t, from
+    :math:`\varepsilon` to full exposure (ViUniEmbed: "annealed image batches")."""
     return min(1.0, epsilon * (1.0 + rate) ** step)
+
+
+def task_probabilities(shares: Sequence[float], is_image: Sequence[bool], exposure: float) -> list[float]:
+    r"""The probability that a batch comes from each task at image exposure :math:`p_v`:
+
+    .. math::
+        P(k \mid t) = \frac{s_k\, e_k(t)}{\sum_j s_j\, e_j(t)}, \qquad
+        e_k(t) = \begin{cases} p_v(t) & k \text{ an image task} \\ 1 & \text{otherwise} \end{cases}
+
+    with :math:`s_k` the task's share of the full mix. At :math:`p_v = 1` the mix is the shares themselves: the
+    vaccine anneals the images *in*; it never anneals the text tasks out. (With no text task, images only.)
+    """
+    weights = [share * (exposure if image else 1.0) for share, image in zip(shares, is_image, strict=True)]
+    total = sum(weights)
+    if total <= 0:  # only image tasks at exposure 0 cannot happen (epsilon > 0); guard all-zero shares anyway
+        raise ValueError(f"task shares {list(shares)} give no task a positive probability")
+    return [w / total for w in weights]
 
 
 class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
     r"""A multi-dataset batch sampler for ``SentenceTransformerTrainingArguments(multi_dataset_batch_sampler=...)``.
 
-    Each batch comes from an image task with probability :math:`p_v(t) = \min(1, \varepsilon(1+r)^t)`, else from
-    a text task; within the chosen kind, a task is picked in proportion to its number of batches (as ST's
-    ``ProportionalBatchSampler``), and a task that runs out starts a fresh shuffled pass.
+    Each batch comes from task k with probability :func:`task_probabilities`: the task's share of the full mix
+    (``task_shares``, by default its number of batches, as ST's ``ProportionalBatchSampler``), the image tasks'
+    shares scaled by their exposure :math:`p_v(t) = \min(1, \varepsilon(1+r)^t)`. Early batches are mostly text;
+    from :math:`p_v = 1` on, the mix is the shares (the seeds' 50 % text pairs / 25 % OCR / 25 % VQA, or the
+    data's own). A task that runs out starts a fresh shuffled pass.
 
     ``t`` is the optimizer step that will consume the batch, computed from the batch's position and not from a
     counter: batch ``k`` of epoch ``e`` is consumed at step ``(e · len(self) + k) // (accumulation · world_size)``.
@@ -36,6 +55,8 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
         epsilon: :math:`\varepsilon` (0.02 in ViUniEmbed).
         rate: :math:`r`, the growth per optimizer step.
         gradient_accumulation_steps: Batches per optimizer step.
+        task_shares: Each task's share of the full mix (any positive scale, in dataset order); None: its number of
+            batches.
     """
 
     def __init__(
@@ -49,8 +70,18 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
         epsilon: float = 0.02,
         rate: float = 0.05,
         gradient_accumulation_steps: int = 1,
+        task_shares: Sequence[float] | None = None,
     ) -> None:
         super().__init__(dataset, batch_samplers, generator, seed)
+        if task_shares is None:
+            task_shares = [float(max(1, len(sampler))) for sampler in batch_samplers]
+        if len(task_shares) != len(batch_samplers) or any(not share >= 0 for share in task_shares):
+            raise ValueError(
+                f"task_shares must give a share >= 0 to each of the {len(batch_samplers)} tasks, got {task_shares!r}"
+            )
+        if not sum(task_shares) > 0:
+            raise ValueError(f"task_shares must not all be 0, got {task_shares!r}")
+        self.task_shares = [float(share) for share in task_shares]
         if not 0 < epsilon <= 1:
             raise ValueError(f"vaccine epsilon must be in (0, 1], got {epsilon!r}")
         if rate < 0:
@@ -77,9 +108,15 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
         per_step = self.gradient_accumulation_steps * self.world_size
         return (self.epoch * len(self) + batch_index) // per_step
 
-    def _pick(self, candidates: list[int]) -> int:
-        weights = torch.tensor([float(max(1, len(self.batch_samplers[i]))) for i in candidates])
-        return candidates[int(torch.multinomial(weights, 1, generator=self._rng))]
+    def probabilities(self, step: int) -> list[float]:
+        """Each task's probability for the batches of optimizer step ``step`` (:func:`task_probabilities`)."""
+        exposure = vaccine_probability(step, self.epsilon, self.rate)
+        is_image = [i in self.image_datasets for i in range(len(self.batch_samplers))]
+        return task_probabilities(self.task_shares, is_image, exposure)
+
+    def _pick(self, step: int) -> int:
+        weights = torch.tensor(self.probabilities(step), dtype=torch.float64)
+        return int(torch.multinomial(weights, 1, generator=self._rng))
 
     def __iter__(self) -> Iterator[list[int]]:
         self._rng.manual_seed(self.seed + 7919 * (self.epoch + 1))
@@ -93,12 +130,7 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
             # Under DDP, the world_size consecutive batches that the ranks consume at the same step come from the
             # same task: every rank then runs the same loss, and its collectives (cross-device negatives) match.
             if batch_index % world == 0:
-                use_image = bool(self.image_datasets) and (
-                    not self.text_datasets
-                    or float(torch.rand(1, generator=self._rng))
-                    < vaccine_probability(self.step_of_batch(batch_index), self.epsilon, self.rate)
-                )
-                chosen = self._pick(self.image_datasets if use_image else self.text_datasets)
+                chosen = self._pick(self.step_of_batch(batch_index))
             try:
                 batch = next(iterators[chosen])
             except StopIteration:  # this task ran out: a fresh shuffled pass over it
@@ -112,11 +144,11 @@ class GradientVaccineBatchSampler(MultiDatasetDefaultBatchSampler):
 
 
 class VaccineCallback(TrainerCallback):
-    """Logs the vaccine probability at ``state.global_step`` as ``vaccine/p_image``."""
+    """Logs the image exposure :math:`p_v` at ``state.global_step`` as ``vaccine/p_image``."""
 
     def __init__(self, epsilon: float, rate: float) -> None:
         self.epsilon, self.rate = epsilon, rate
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            logs["vaccine/p_image"] = vaccine_probability(state.global_step, self.epsilon, self.rate)
+    def add_metrics(self, state, logs: dict[str, float]) -> None:
+        """``vaccine/p_image`` at ``state.global_step`` (called by ``UniRepTrainer.log``)."""
+        logs["vaccine/p_image"] = vaccine_probability(state.global_step, self.epsilon, self.rate)

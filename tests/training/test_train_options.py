@@ -34,13 +34,21 @@ def test_lora_with_bf16_trains_and_saves_a_merged_model(tmp_path, small_data):  
     assert torch.isfinite(torch.as_tensor(model.encode(["xin chào", "hello"]))).all()
 
 
-def test_stop_on_collapse_stops_training(tmp_path, small_data):  # noqa: F811
-    # The untrained tiny model is collapsed (p95 similarity 0.999): the first check stops the run.
+def test_stop_on_collapse_stops_training_after_the_warm_up(tmp_path, small_data):  # noqa: F811
+    # The untrained tiny model is collapsed (p95 similarity 0.999). Regression (issue 14): that stopped every fresh
+    # run at step 1; now the checks of the warm-up are recorded only, and the first judged check stops the run.
     trainer, _ = build_trainer(
-        _config(tmp_path / "stop", small_data, max_steps=20, stop_on_collapse=True, health_every=1)
+        _config(
+            tmp_path / "stop",
+            small_data,
+            max_steps=20,
+            stop_on_collapse=True,
+            health_every=1,
+            collapse_warmup_steps=3,
+        )
     )
     trainer.train()
-    assert trainer.state.global_step == 1
+    assert trainer.state.global_step == 3
 
 
 class _Recorder(TrainerCallback):
@@ -169,3 +177,30 @@ def test_field_comments():
     )
     assert command is None and overrides == {"max_steps": 4}
     assert extra == _Commented(plain=2, above="x", bare=0.5, items=["a", "b"])
+
+
+def test_every_callback_metric_reaches_the_saved_log(tmp_path, small_data):  # noqa: F811
+    """Regression (issue 14): grad_norm/, health/ and vaccine/ metrics reached the console only (the trainer copies
+    the row into its history before the callbacks' on_log), never train_log.json or report_to."""
+    output = run_training(_config(tmp_path / "log", small_data, max_steps=4, logging_steps=2, health_every=2))
+    rows = [row for row in json.loads((output / "train_log.json").read_text()) if "loss" in row]
+    assert [row["step"] for row in rows] == [2, 4]
+    for row in rows:
+        assert {"grad_norm/backbone", "grad_norm/pooling", "grad_norm/projection", "vaccine/p_image"} <= set(row)
+        assert "health/sim_p95" in row and 0.0 <= row["health/sim_p95"] <= 1.0
+
+
+def test_report_to_defaults_to_tensorboard_when_installed_and_takes_a_list():
+    from st_unirep.training.arguments import report_to
+
+    has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+    assert report_to(None) == (["tensorboard"] if has_tensorboard else [])
+    assert report_to(["wandb"]) == ["wandb"] and report_to(["none"]) == []
+    assert load_config(None, {"report_to": ["none"]}).report_to == ["none"]
+
+
+def test_console_line_is_one_readable_line():
+    from st_unirep.training.console import format_log_line
+
+    line = format_log_line(40, 900, {"loss": 1.23456, "learning_rate": 1e-4, "health/sim_p95": 0.5, "x/y": 3.0})
+    assert line == "step 40/900 | loss 1.235 | lr 1.0e-04 | health/sim_p95 0.5"
