@@ -79,7 +79,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # viPolyQwen: single-context attention pooling, Linear(no bias) -> LayerNorm, 1024-d, prefix tokens.
-    # Losses: text pairs NCE + MSE, margins 0.2 (0.3 and 1.5 for multi-turn), no anti-collapse or orthogonality.
+    # Losses: text pairs NCE + MSE, margins 0.2 (0.3 and 1.5 for multi-turn); no uniformity, anti-collapse or
+    # orthogonality term (the seed has none).
     "vipolyqwen": Preset(
         pooling_mode="context",
         projection_mode="linear_layernorm",
@@ -87,6 +88,7 @@ PRESETS: dict[str, Preset] = {
         losses=LossRecipe(
             text_pair_weights={"kl_weight": 0.0, "mse_weight": 1.0, "rank_weight": 0.0, "nce_weight": 1.0},
             triplet_margins=VIPOLYQWEN_MARGINS,
+            uniformity=0.0,  # viPolyQwen has no uniformity term (UniRep-M introduced it)
             anti_collapse=0.0,
             orthogonality=0.0,
         ),

@@ -77,3 +77,9 @@ def test_unknown_preset_and_options(tiny_qwen2_vl_path):
         build_model(tiny_qwen2_vl_path, "unirep", pooling_mode="max", output_dim=8)
     with pytest.raises(ValueError, match="matryoshka_dims must be ints in"):
         build_model(tiny_qwen2_vl_path, "unirep-m", output_dim=8, matryoshka_dims=[4, 16])
+
+
+def test_vipolyqwen_carries_only_its_seeds_terms():
+    """Regression (issue 14): the vipolyqwen preset carried a uniformity term that viPolyQwen does not have."""
+    losses = get_preset("vipolyqwen").losses
+    assert (losses.uniformity, losses.anti_collapse, losses.orthogonality) == (0.0, 0.0, 0.0)

@@ -165,13 +165,17 @@ def _build_model(config: TrainConfig, backbone: str) -> SentenceTransformer:
 
 
 def _add_lora(model: SentenceTransformer, rank: int) -> None:
+    """LoRA adapters on every linear layer of the backbone, except a frozen vision tower's (UniRep-M keeps it
+    frozen: adapters there would train it after all)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
         raise ImportError("lora_r > 0 needs peft: pip install peft") from error
+    backbone = model[0]
+    exclude = r".*\bvisual\b.*" if getattr(backbone, "freeze_vision", False) else None
     # peft's own wrapper (not transformers' add_adapter): merge_and_unload() then gives a standalone checkpoint.
-    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear")
-    model[0].model = get_peft_model(model[0].model, lora)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", exclude_modules=exclude)
+    backbone.model = get_peft_model(backbone.model, lora)
 
 
 def _build_losses(

@@ -204,3 +204,14 @@ def test_console_line_is_one_readable_line():
 
     line = format_log_line(40, 900, {"loss": 1.23456, "learning_rate": 1e-4, "health/sim_p95": 0.5, "x/y": 3.0})
     assert line == "step 40/900 | loss 1.235 | lr 1.0e-04 | health/sim_p95 0.5"
+
+
+@pytest.mark.parametrize(("preset", "vision_adapters"), [("unirep-m", False), ("viuniembed", True)])
+def test_lora_leaves_a_frozen_vision_tower_frozen(tmp_path, small_data, preset, vision_adapters):  # noqa: F811
+    """Regression (issue 14): LoRA added trainable adapters to unirep-m's vision tower, which is meant frozen."""
+    pytest.importorskip("peft")
+    config = _config(tmp_path / preset, small_data, preset=preset, lora_r=2, freeze_vision=None)  # the preset's
+    trainer, _ = build_trainer(config)
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any("lora_" in name and "visual" not in name for name in trainable)  # the language model adapts
+    assert any("lora_" in name and "visual" in name for name in trainable) == vision_adapters
