@@ -163,6 +163,44 @@ def build_tiny_qwen2_vl(
     return str(path)
 
 
+def build_qwen2_vl_slice(
+    config_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    text_layers: int | None = 2,
+    vision_depth: int | None = 2,
+    seed: int = 0,
+) -> str:
+    """Write a random-weight checkpoint of a real Qwen2-VL architecture to ``path``: every width, head count,
+    vocabulary and processor file of ``config_dir`` (a checkpoint folder without weights, e.g. Qwen2-VL-2B's
+    config), with only ``text_layers`` decoder layers and ``vision_depth`` vision blocks (None: all of them).
+
+    A 2-layer slice of the 2B model (about 0.4 B parameters, mostly the 151,936 × 1,536 embedding) runs a real
+    training step on a CPU in seconds: whatever fails at full width fails here too. Returns ``str(path)``.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, Qwen2VLForConditionalGeneration
+
+    config_dir, path = Path(config_dir), Path(path)
+    config = AutoConfig.from_pretrained(config_dir)
+    if text_layers is not None:
+        config.text_config.num_hidden_layers = text_layers
+        if getattr(config.text_config, "layer_types", None):
+            config.text_config.layer_types = config.text_config.layer_types[:text_layers]
+    if vision_depth is not None:
+        config.vision_config.depth = vision_depth
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    for name in QWEN2_VL_PROCESSOR_FILES:
+        if (config_dir / name).is_file():
+            shutil.copy(config_dir / name, path / name)
+    return str(path)
+
+
 def _tiny_config(
     tokenizer: Any, *, hidden_size: int, num_hidden_layers: int, vision_depth: int, vision_embed_dim: int
 ) -> Any:

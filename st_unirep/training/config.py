@@ -117,8 +117,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.sampler not in ("proportional", "round_robin", "vaccine"):
             raise ValueError(f"sampler must be proportional, round_robin or vaccine, got {self.sampler!r}")
-        if self.task_shares is not None and self.sampler != "vaccine":
-            raise ValueError(f"task_shares is read by the vaccine sampler only; sampler is {self.sampler!r}")
+        if self.task_shares is not None:
+            self._validate_task_shares()
         if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
             raise ValueError(f"batch_sampler must be batch_sampler or no_duplicates, got {self.batch_sampler!r}")
         for name in ("head_learning_rate", "loss_learning_rate"):
@@ -134,6 +134,19 @@ class TrainConfig:
             raise ValueError(f"default_text_pairs {self.default_text_pairs!r} is not an existing file")
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2: the losses compare samples within a batch")
+
+    def _validate_task_shares(self) -> None:
+        from st_unirep.tasks import TASKS
+
+        if self.sampler != "vaccine":
+            raise ValueError(f"task_shares is read by the vaccine sampler only; sampler is {self.sampler!r}")
+        if not isinstance(self.task_shares, dict) or not self.task_shares:
+            raise ValueError(f"task_shares must map task names to shares, got {self.task_shares!r}")
+        for name, share in self.task_shares.items():
+            if name not in TASKS:
+                raise ValueError(f"task_shares: unknown task {name!r}; expected any of {list(TASKS)}")
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not share >= 0:
+                raise ValueError(f"task_shares.{name} must be a number >= 0, got {share!r}")
 
     def _validate_calibration(self) -> None:
         """Fail before training, not after it: every calibration source must exist."""
@@ -234,6 +247,14 @@ def _argument_type(name: str, hint: Any) -> Any:
     return hint
 
 
+def _is_list(hint: Any) -> bool:
+    """``list[...]`` or ``list[...] | None`` (HfArgumentParser unwraps the Optional)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    return typing.get_origin(hint) is list
+
+
 def _argument_view(cls: type, keep_defaults: bool) -> type:
     """A dataclass with the fields of ``cls`` as ``HfArgumentParser`` should parse them: help text from the field
     comments, JSON types for structured fields, and (``keep_defaults=False``) no defaults, so that a flag appears in
@@ -248,7 +269,7 @@ def _argument_view(cls: type, keep_defaults: bool) -> type:
         metadata = {"help": comments.get(item.name, "").replace("%", "%%"), **item.metadata}
         if hint is not hints[item.name]:
             metadata.setdefault("metavar", "JSON")
-        if not keep_defaults and typing.get_origin(hint) is list:  # HfArgumentParser reads a list's default_factory
+        if not keep_defaults and _is_list(hint):  # HfArgumentParser reads a list's default_factory only
             default = dataclasses.field(default_factory=lambda: argparse.SUPPRESS, metadata=metadata)
         elif not keep_defaults:
             default = dataclasses.field(default=argparse.SUPPRESS, metadata=metadata)
