@@ -7,5 +7,6 @@ from st_unirep.search.corpus_item import CorpusItem
 from st_unirep.search.index import SearchIndex
 from st_unirep.search.index_report import IndexReport
 from st_unirep.search.search_hit import SearchHit
+from st_unirep.search.where import where_filter
 
-__all__ = ["Corpus", "CorpusItem", "IndexReport", "SearchHit", "SearchIndex"]
+__all__ = ["Corpus", "CorpusItem", "IndexReport", "SearchHit", "SearchIndex", "where_filter"]

@@ -3,6 +3,20 @@
 python -m st_unirep.search index --model output --corpus photos/ --index search-index
 python -m st_unirep.search query --index search-index --text "một người đàn ông trên đỉnh núi"
 python -m st_unirep.search query --index search-index --image photo.jpg --limit 5 --min-score 0.6 --json
+
+Every flag takes hyphens or underscores alike (--min-score = --min_score, --batch-size = --batch_size), as in the
+rest of st_unirep.
+
+Items are keyed by corpus + relative path: the corpus is named by its absolute path (or --namespace), so indexing a
+second folder with the same file names adds to the index, and re-indexing a folder removes what left it.
+
+--where KEY=VALUE (repeatable, all must hold) types VALUE: 3 matches the number 3 or the string "3"; true/false the
+boolean or the string; "3" or '3' (quoted) only the string; anything else the string. A KEY that no item has is an
+error that lists the keys the index has (id, corpus, text, image, source, digest, metadata.*).
+
+The model is loaded without trust_remote_code unless --trust_remote_code is given: a model folder whose modules
+live outside sentence-transformers (e.g. st_unirep's own modules, where they still need it) asks you to opt in.
+A query without --model uses the model the index recorded, says so on stderr, and refuses if that path is gone.
 """
 
 from __future__ import annotations
@@ -10,14 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from qdrant_client import models
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ApiException
 
 from st_unirep.search.corpus import Corpus
 from st_unirep.search.index import DEFAULT_COLLECTION, SearchIndex
+from st_unirep.search.where import where_filter
 
 logger = logging.getLogger(__name__)
 
@@ -31,70 +49,86 @@ def _location(args: argparse.Namespace) -> str:
     return args.url or args.index
 
 
+def _option(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+    """``parser.add_argument`` with the underscore spelling of every hyphenated long flag as an alias."""
+    spellings: list[str] = []
+    for flag in flags:
+        spellings.append(flag)
+        if flag.startswith("--") and "-" in flag[2:]:
+            spellings.append("--" + flag[2:].replace("-", "_"))
+    parser.add_argument(*spellings, **kwargs)
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    _option(sub, "--index", default="search-index", help="folder of the embedded Qdrant index")
+    _option(sub, "--url", help="a Qdrant server/cluster URL instead of --index (same client API)")
+    _option(sub, "--collection", default=DEFAULT_COLLECTION, help="collection name")
+    _option(
+        sub,
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model folder import module classes outside sentence-transformers (off unless given)",
+    )
+    _option(sub, "-v", "--verbose", action="store_true", help="log every batch")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m st_unirep.search",
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawTextHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def where(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--index", default="search-index", help="folder of the embedded Qdrant index")
-        sub.add_argument("--url", help="a Qdrant server/cluster URL instead of --index (same client API)")
-        sub.add_argument("--collection", default=DEFAULT_COLLECTION, help="collection name")
-        sub.add_argument("-v", "--verbose", action="store_true", help="log every batch")
-
-    index = commands.add_parser("index", help="encode a corpus into the index (idempotent, resumable)")
-    index.add_argument("--model", required=True, help="a sentence-transformers model folder (e.g. output)")
-    index.add_argument(
+    described = {"description": parser.description, "formatter_class": argparse.RawTextHelpFormatter}
+    index = commands.add_parser("index", help="encode a corpus into the index (idempotent, resumable)", **described)
+    _option(index, "--model", required=True, help="a sentence-transformers model folder (e.g. output)")
+    _option(
+        index,
         "--corpus",
         required=True,
         help='a folder of images (.jpg/.png/.webp/...) and texts (.txt/.md), or a .jsonl of {"id", "text"?, "image"?}',
     )
-    where(index)
-    index.add_argument("--batch-size", type=int, default=16, help="items per forward pass")
-    index.add_argument("--prefix-dim", type=int, help="prefix width (default: a quarter of the model's width)")
-    index.add_argument("--force", action="store_true", help="re-encode items whose content did not change")
-    index.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    query = commands.add_parser("query", help="search the index with a text, an image or both")
-    where(query)
-    query.add_argument("--model", help="default: the model recorded in the index")
-    query.add_argument("--text", help="query text")
-    query.add_argument("--image", help="query image path")
-    query.add_argument("--limit", type=int, default=10, help="results to return")
-    query.add_argument(
-        "--candidates", type=int, help="k': prefix candidates rescored at full width (default max(100, 10*limit))"
+    _option(
+        index,
+        "--namespace",
+        help="the corpus's name in the index (default: its absolute path); items are keyed by namespace + id",
     )
-    query.add_argument(
+    _common(index)
+    _option(index, "--batch-size", type=int, default=16, help="items per forward pass")
+    _option(index, "--prefix-dim", type=int, help="prefix width (default: a quarter of the model's width)")
+    _option(index, "--force", action="store_true", help="re-encode items whose content did not change")
+    _option(index, "--no-progress", action="store_true", help="no progress bar")
+
+    query = commands.add_parser("query", help="search the index with a text, an image or both", **described)
+    _common(query)
+    _option(query, "--model", help="default: the model recorded in the index (said on stderr)")
+    _option(query, "--text", help="query text")
+    _option(query, "--image", help="query image path")
+    _option(query, "--limit", type=int, default=10, help="results to return")
+    _option(query, "--candidates", type=int, help="k': prefix candidates rescored at full width (max(100, 10*limit))")
+    _option(
+        query,
         "--min-score",
         type=float,
         help="drop results whose calibrated score is below this (the model's profile, else (cos+1)/2)",
     )
-    query.add_argument(
-        "--profile", help="the model's calibration profile for scores and --min-score (default: its 'default')"
+    _option(query, "--profile", help="the model's calibration profile for scores and --min-score (default: 'default')")
+    _option(query, "--exhaustive", action="store_true", help="exact full-width search, no prefix stage")
+    _option(
+        query,
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="payload filter, e.g. metadata.company=ABC or metadata.page=3 (typed as said above)",
     )
-    query.add_argument("--exhaustive", action="store_true", help="exact full-width search, no prefix stage")
-    query.add_argument(
-        "--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter, e.g. metadata.company=ABC"
-    )
-    query.add_argument("--json", action="store_true", help="one JSON object per result")
+    _option(query, "--json", action="store_true", help="one JSON object per result")
     return parser
 
 
-def _filter(conditions: Sequence[str]) -> models.Filter | None:
-    must = []
-    for condition in conditions:
-        key, sep, value = condition.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--where expects KEY=VALUE, got {condition!r}")
-        must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-    return models.Filter(must=must) if must else None
-
-
 def _run_index(args: argparse.Namespace) -> int:
-    corpus = Corpus(args.corpus)
+    corpus = Corpus(args.corpus, namespace=args.namespace)
     with SearchIndex(
         _location(args),
         args.model,
@@ -102,37 +136,36 @@ def _run_index(args: argparse.Namespace) -> int:
         prefix_dim=args.prefix_dim,
         model_name=_model_name(args.model),
         create=True,
+        trust_remote_code=args.trust_remote_code,
     ) as index:
         report = index.add(corpus, batch_size=args.batch_size, force=args.force, progress=not args.no_progress)
     print(report)
+    if report.skipped:
+        print(
+            f"warning: {len(report.skipped)} corpus entr{'y' if len(report.skipped) == 1 else 'ies'} skipped "
+            "(listed above with the reason); every other item is indexed",
+            file=sys.stderr,
+        )
     return 0
 
 
-def _run_query(args: argparse.Namespace) -> int:
-    if args.text is None and args.image is None:
-        raise ValueError("A query needs --text, --image or both")
-    client = SearchIndex.connect(_location(args))
-    try:
-        model = args.model
-        if model is None:
-            if not client.collection_exists(args.collection):
-                raise FileNotFoundError(f"No collection {args.collection!r} at {_location(args)!r}")
-            model = (client.get_collection(args.collection).config.metadata or {}).get("model_name")
-            if not model:
-                raise ValueError("The index records no model; pass --model")
-        index = SearchIndex(client, model, collection=args.collection, model_name=_model_name(model))
-        hits = index.query(
-            args.text,
-            args.image,
-            limit=args.limit,
-            candidates=args.candidates,
-            min_score=args.min_score,
-            exhaustive=args.exhaustive,
-            query_filter=_filter(args.where),
-            profile=args.profile,
+def _recorded_model(client: QdrantClient, args: argparse.Namespace) -> str:
+    """The model the index recorded, checked to exist if it is a local path, and said on stderr."""
+    if not client.collection_exists(args.collection):
+        raise FileNotFoundError(f"No collection {args.collection!r} at {_location(args)!r}")
+    model = (client.get_collection(args.collection).config.metadata or {}).get("model_name")
+    if not model:
+        raise ValueError("The index records no model; pass --model")
+    if os.path.isabs(model) and not Path(model).exists():
+        raise FileNotFoundError(
+            f"The index was built with the model at {model!r}, which no longer exists; pass --model with that "
+            "model (a copy or a moved folder works: its fingerprint is checked)"
         )
-    finally:
-        client.close()
+    print(f"note: no --model given; using the model the index recorded: {model}", file=sys.stderr)
+    return model
+
+
+def _print_hits(hits: list, args: argparse.Namespace) -> None:
     for rank, hit in enumerate(hits, start=1):
         if args.json:
             print(json.dumps({"rank": rank, **hit.to_dict()}, ensure_ascii=False))
@@ -143,6 +176,35 @@ def _run_query(args: argparse.Namespace) -> int:
             print(f"      {snippet[:117] + '...' if len(snippet) > 120 else snippet}")
     if not hits and not args.json:
         print("no results" + (f" with a calibrated score >= {args.min_score}" if args.min_score is not None else ""))
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    if args.text is None and args.image is None:
+        raise ValueError("A query needs --text, --image or both")
+    query_filter = where_filter(args.where)
+    client = SearchIndex.connect(_location(args))
+    try:
+        model = args.model if args.model is not None else _recorded_model(client, args)
+        index = SearchIndex(
+            client,
+            model,
+            collection=args.collection,
+            model_name=_model_name(model),
+            trust_remote_code=args.trust_remote_code,
+        )
+        hits = index.query(
+            args.text,
+            args.image,
+            limit=args.limit,
+            candidates=args.candidates,
+            min_score=args.min_score,
+            exhaustive=args.exhaustive,
+            query_filter=query_filter,
+            profile=args.profile,
+        )
+    finally:
+        client.close()
+    _print_hits(hits, args)
     return 0
 
 
@@ -153,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _run_index(args) if args.command == "index" else _run_query(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # FileNotFoundError and ConnectionError are OSErrors
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        print(f"error: Qdrant at {_location(args)!r}: {' '.join(str(error).split())[:300]}", file=sys.stderr)
         return 2

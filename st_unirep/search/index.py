@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from packaging.version import InvalidVersion, Version
+from PIL import Image
 
 try:
     from qdrant_client import QdrantClient, models
+    from qdrant_client.http.exceptions import ApiException
 except ImportError as error:  # an optional dependency: the rest of st_unirep works without it
     raise ImportError("st_unirep.search needs qdrant-client: pip install 'st-unirep[search]'") from error
 from sentence_transformers import SentenceTransformer
@@ -22,10 +27,15 @@ from st_unirep.search.corpus import Corpus
 from st_unirep.search.corpus_item import CorpusItem
 from st_unirep.search.index_report import IndexReport
 from st_unirep.search.search_hit import SearchHit
+from st_unirep.search.where import filter_keys
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: points keyed by (corpus, id) and a "corpus" payload field; 1: keyed by id alone
+READ_ONLY_FORMATS = (1,)  # older formats that can still be queried, but not added to
+ENCODE_ERRORS = (ValueError, OSError, Image.DecompressionBombError)  # what one bad input raises: skip it, go on
+PAYLOAD_FIELDS = ("id", "corpus", "text", "image", "source", "metadata", "digest")
+KEY_SAMPLE = 10_000  # items read to list the metadata keys an index knows (only when a filter key matches nothing)
 PROBE_TEXT = "st_unirep search index: the model fingerprint probe. Hóa đơn tháng 3, tổng tiền 9.00 RM."
 PROBE_MIN_COSINE = 0.999  # same weights up to device/dtype noise; any retrained or other model falls far below
 DEFAULT_COLLECTION = "st_unirep"
@@ -58,13 +68,40 @@ def _batched(items: Iterable[CorpusItem], size: int) -> Iterator[list[CorpusItem
         yield batch
 
 
+def _encode_failure(error: BaseException) -> str:
+    """Why an item could not be encoded, as the index report says it."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"image too large to decode safely ({error}); PIL.Image.MAX_IMAGE_PIXELS sets the limit"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def load_model(path: str | os.PathLike, *, trust_remote_code: bool = False) -> SentenceTransformer:
+    """``SentenceTransformer(path, trust_remote_code=trust_remote_code)``, with an error that says how to opt in.
+
+    st_unirep never passes ``trust_remote_code=True`` on a user's behalf: a model folder whose ``modules.json``
+    names classes outside sentence-transformers loads only if the caller asks for it.
+    """
+    try:
+        return SentenceTransformer(str(path), trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if trust_remote_code or "trust_remote_code" not in str(error):
+            raise
+        first_line = str(error).splitlines()[0]
+        raise ValueError(
+            f"Model {str(path)!r} needs trust_remote_code to load, and st_unirep does not turn it on for you "
+            f"({first_line}). If you trust that folder, pass --trust_remote_code "
+            "(in Python: SearchIndex(..., trust_remote_code=True))."
+        ) from error
+
+
 class SearchIndex:
     r"""A corpus of texts, images and text + image items in Qdrant, searched with Matryoshka funnel retrieval.
 
-    Every item is stored as one point (id ``uuid5`` of the item id, so re-indexing overwrites instead of adding)
-    with two named cosine vectors, ``"full"`` (the model's unit-norm :math:`e`, width :math:`d`) and ``"prefix"``
-    (:math:`e_{1:p} / \lVert e_{1:p} \rVert`, :math:`p` = ``prefix_dim``), and a payload of id, text, image path,
-    source, metadata and content digest. A query is one Qdrant Query API call: a ``prefetch`` of the top
+    Every item is stored as one point (id ``uuid5`` of its corpus and item id, so re-indexing overwrites instead of
+    adding, and two corpora with the same relative names do not collide) with two named cosine vectors, ``"full"``
+    (the model's unit-norm :math:`e`, width :math:`d`) and ``"prefix"``
+    (:math:`e_{1:p} / \lVert e_{1:p} \rVert`, :math:`p` = ``prefix_dim``), and a payload of id, corpus, text, image
+    path, source, metadata and content digest. A query is one Qdrant Query API call: a ``prefetch`` of the top
     :math:`k'` points by the prefix vector (HNSW on a server, exact in local mode), then those :math:`k'` rescored
     exactly with the full vector; the score returned is the calibrated :math:`(\cos + 1) / 2` of the full vectors.
 
@@ -76,13 +113,16 @@ class SearchIndex:
         location: A folder for Qdrant's embedded local mode (created when ``create``; meant for up to ~20k
             items), ``":memory:"``, an ``http(s)://`` URL of a Qdrant server or cluster (API key from the
             ``QDRANT_API_KEY`` environment variable), or a ready ``QdrantClient``. The same code runs against all.
-        model: A ``SentenceTransformer`` or the path of one (loaded with ``trust_remote_code=True``, which here
-            means the installed ``st_unirep`` module classes; nothing is downloaded).
+            An unreachable server raises ``ConnectionError`` naming the URL.
+        model: A ``SentenceTransformer`` or the path of one (loaded with ``trust_remote_code`` as given below).
         collection: The collection name.
         prefix_dim: Width of the prefix vectors when creating the index (default :func:`default_prefix_dim`);
             when opening an existing index it must be ``None`` or equal to the stored width.
         model_name: The name recorded in the index (default: the path given, or the model's own name).
         create: Create the collection if it does not exist (indexing); otherwise a missing index is an error.
+        trust_remote_code: Passed to ``SentenceTransformer`` when ``model`` is a path: whether to import module
+            classes that the model folder names outside sentence-transformers. Off unless you opt in; st_unirep
+            never opts in for you.
     """
 
     def __init__(
@@ -94,6 +134,7 @@ class SearchIndex:
         prefix_dim: int | None = None,
         model_name: str | None = None,
         create: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
         if prefix_dim is not None and (not isinstance(prefix_dim, int) or prefix_dim < 1):
             raise ValueError(f"prefix_dim must be a positive int or None, got {prefix_dim!r}")
@@ -108,13 +149,14 @@ class SearchIndex:
                 )
             if isinstance(model, (str, os.PathLike)):
                 model_name = model_name or str(model)
-                model = SentenceTransformer(str(model), trust_remote_code=True)
+                model = load_model(model, trust_remote_code=trust_remote_code)
             self.model = model
             card = getattr(model, "model_card_data", None)
             self.model_name = model_name or getattr(card, "model_name", None) or "unnamed model"
             self.modalities = set(getattr(model, "modalities", None) or ["text"])
             probe = self._encode([{"text": PROBE_TEXT}])[0]  # (d,)
             self.dim = int(probe.shape[0])
+            self.format_version = FORMAT_VERSION
             if self.client.collection_exists(collection):
                 self.prefix_dim = self._check_compatible(probe, prefix_dim)
             else:
@@ -134,20 +176,47 @@ class SearchIndex:
 
     @staticmethod
     def connect(location: str | os.PathLike | QdrantClient, create: bool = False) -> QdrantClient:
-        """A Qdrant client for ``location`` (see the class); a missing local index is an error unless ``create``."""
+        """A Qdrant client for ``location`` (see the class); a missing local index is an error unless ``create``.
+
+        A server URL is contacted at once: an unreachable or refusing server raises ``ConnectionError`` naming it.
+        """
         if isinstance(location, QdrantClient):
             return location
         location = str(location)
         if location == ":memory:":
             return QdrantClient(location=":memory:")
         if location.startswith(("http://", "https://")):
-            return QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"))
+            return SearchIndex._connect_server(location)
         if not create and not (Path(location) / "meta.json").is_file():
             raise FileNotFoundError(
                 f"No search index at {location!r}; build one with "
                 f"`python -m st_unirep.search index --model MODEL --corpus CORPUS --index {location}`"
             )
         return QdrantClient(path=location)
+
+    @staticmethod
+    def _connect_server(url: str) -> QdrantClient:
+        """A client of the server at ``url``, contacted once: ``ConnectionError`` naming the URL if that fails."""
+        # The client's own version check runs in a thread and only warns "Failed to obtain server version" for an
+        # unreachable server; this one runs here, so the user gets one error line instead.
+        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY"), check_compatibility=False)
+        try:
+            server = client.info().version
+            client.get_collections()  # the API key, if the server wants one
+        except (ApiException, OSError) as error:
+            client.close()
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            raise ConnectionError(
+                f"Cannot reach the Qdrant server at {url!r} ({reason}); is it running, and are the URL and "
+                "QDRANT_API_KEY right?"
+            ) from None
+        try:
+            ours, theirs = Version(importlib.metadata.version("qdrant-client")), Version(server)
+        except (InvalidVersion, TypeError, importlib.metadata.PackageNotFoundError):
+            return client
+        if ours.major != theirs.major or abs(ours.minor - theirs.minor) > 1:  # qdrant-client's own rule
+            logger.warning("qdrant-client %s may not work with the Qdrant server %s at %s", ours, theirs, url)
+        return client
 
     def _create(self, probe: np.ndarray) -> None:
         self.client.create_collection(
@@ -172,6 +241,10 @@ class SearchIndex:
                 "probe": [round(float(x), 6) for x in probe],
             },
         )
+        with warnings.catch_warnings():  # local mode: "Payload indexes have no effect in the local Qdrant"
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect", category=UserWarning)
+            # A server then removes the items that left a corpus without scanning the whole collection.
+            self.client.create_payload_index(self.collection, "corpus", models.PayloadSchemaType.KEYWORD)
         logger.info(
             "Created collection %r: model %r, %d-d full vectors, %d-d prefixes",
             self.collection,
@@ -183,7 +256,8 @@ class SearchIndex:
     def _check_compatible(self, probe: np.ndarray, prefix_dim: int | None) -> int:
         """The stored prefix width, after checking that this model is the index's model."""
         meta = self.stored_metadata()
-        if meta.get("st_unirep_search") != FORMAT_VERSION:
+        self.format_version = meta.get("st_unirep_search")
+        if self.format_version != FORMAT_VERSION and self.format_version not in READ_ONLY_FORMATS:
             raise ValueError(
                 f"Collection {self.collection!r} was not made by st_unirep.search (format {FORMAT_VERSION}); "
                 "use another --collection or --index"
@@ -255,16 +329,16 @@ class SearchIndex:
             return [], np.zeros((0, self.dim), dtype=np.float32), failed
         try:
             return usable, self._encode([item.to_input() for item in usable]), failed
-        except (ValueError, OSError):
-            pass  # one bad input (a corrupt image) fails its batch: find it, keep the others
+        except ENCODE_ERRORS:
+            pass  # one bad input (a corrupt image, a decompression bomb) fails its batch: find it, keep the others
         good, vectors = [], []
         for item in usable:
             try:
                 vectors.append(self._encode([item.to_input()])[0])
                 good.append(item)
-            except (ValueError, OSError) as error:
-                failed.append((item.source, str(error)))
-                logger.info("Skipping %s: %s", item.source, error)
+            except ENCODE_ERRORS as error:
+                failed.append((item.source, _encode_failure(error)))
+                logger.info("Skipping %s: %s", item.source, failed[-1][1])
         stacked = np.stack(vectors) if vectors else np.zeros((0, self.dim), dtype=np.float32)
         return good, stacked, failed
 
@@ -274,75 +348,126 @@ class SearchIndex:
     # ------------------------------------------------------------------ indexing
     def add(
         self,
-        corpus: Corpus | str | os.PathLike | Iterable[CorpusItem],
+        corpus: Corpus | str | os.PathLike | Iterable[CorpusItem | str | dict | os.PathLike],
         *,
         batch_size: int = 16,
         force: bool = False,
         progress: bool = True,
+        remove_missing: bool = True,
     ) -> IndexReport:
         """Encode and store every item of ``corpus`` in streamed batches; safe to re-run and to interrupt.
 
-        An item whose id is already stored with the same content digest is skipped without encoding, so a run
-        that was killed continues where it stopped, and re-indexing an unchanged corpus encodes nothing. An item
-        whose content changed overwrites its point (same id, new vectors): the count never grows from re-runs.
-        Each batch is written before the next is encoded (the local engine commits every point to SQLite).
+        An item whose (corpus, id) is already stored with the same content digest is skipped without encoding, so
+        a run that was killed continues where it stopped, and re-indexing an unchanged corpus encodes nothing. An
+        item whose content changed overwrites its point (same id, new vectors): the count never grows from re-runs.
+        Each batch is written before the next is encoded (the local engine commits every point to SQLite). After a
+        full pass over a folder or ``.jsonl`` corpus, the items of its namespace that are no longer in it (or could
+        not be indexed this time) are deleted (``remove_missing``); other corpora in the index are left alone.
 
         Args:
-            corpus: A :class:`Corpus`, a path to one (folder or ``.jsonl``), or any iterable of ``CorpusItem``.
+            corpus: A :class:`Corpus`, a path to one (folder or ``.jsonl``), or an iterable of loose values:
+                ``str`` texts, ``dict`` rows, ``pathlib.Path`` files or ``CorpusItem`` (see
+                :meth:`Corpus.from_items`; such a corpus never removes anything).
             batch_size: Items encoded per forward pass.
             force: Re-encode and overwrite every item, unchanged or not.
-            progress: Show a tqdm progress bar.
+            progress: Show a tqdm progress bar (its total is the corpus size when that is known).
+            remove_missing: Delete the namespace's items that the corpus no longer has (folder or ``.jsonl`` only).
 
         Returns:
-            An :class:`IndexReport`: added / updated / unchanged counts and every skipped entry with its reason.
+            An :class:`IndexReport`: added / updated / unchanged / removed counts and every skipped entry with its
+            reason (unreadable files, corrupt or oversized images: each is named, skipped, and the run goes on).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"Collection {self.collection!r} was built by an earlier st_unirep.search (format "
+                f"{self.format_version}, items keyed by id alone); it can be queried, but adding to it would store "
+                "every item twice. Index into a new --index folder or --collection."
+            )
         if isinstance(corpus, (str, os.PathLike)):
             corpus = Corpus(corpus)
-        total = len(corpus) if isinstance(corpus, Corpus) else None
+        elif not isinstance(corpus, Corpus):
+            corpus = Corpus.from_items(corpus)
         report = IndexReport()
-        bar = tqdm(total=total, unit="item", desc="indexing", disable=not progress)
-        for number, batch in enumerate(_batched(corpus, batch_size), start=1):
-            stored = {
-                str(record.id): (record.payload or {}).get("digest")
-                for record in self.client.retrieve(
-                    self.collection, [item.point_id for item in batch], with_payload=["digest"], with_vectors=False
+        kept: set[str] = set()  # point ids of the namespace that this run found in the corpus and stored
+        with tqdm(total=corpus.total(), unit="item", desc="indexing", disable=not progress) as bar:
+            for number, batch in enumerate(_batched(corpus, batch_size), start=1):
+                self._add_batch(batch, force, report, kept)
+                logger.info(
+                    "batch %d: %d new, %d updated, %d unchanged, %d skipped so far",
+                    number,
+                    report.added,
+                    report.updated,
+                    report.unchanged,
+                    len(report.skipped),
                 )
-            }
-            todo = [item for item in batch if force or stored.get(item.point_id) != item.digest]
-            report.unchanged += len(batch) - len(todo)
-            good, full, failed = self._encode_items(todo)
-            report.skipped.extend(failed)
-            if good:
-                prefix = self._prefix(full)
-                self.client.upsert(
-                    self.collection,
-                    points=[
-                        models.PointStruct(
-                            id=item.point_id,
-                            vector={"full": f.tolist(), "prefix": p.tolist()},
-                            payload=item.payload(),
-                        )
-                        for item, f, p in zip(good, full, prefix, strict=True)
-                    ],
-                    wait=True,
-                )
-            updated = sum(item.point_id in stored for item in good)
-            report.updated += updated
-            report.added += len(good) - updated
-            logger.info(
-                "batch %d: %d written, %d unchanged, %d failed", number, len(good), len(batch) - len(todo), len(failed)
-            )
-            bar.update(len(batch))
-        bar.close()
-        if isinstance(corpus, Corpus):
-            report.skipped[:0] = corpus.skipped
+                bar.update(len(batch))
+        report.skipped[:0] = corpus.skipped
+        if corpus.complete and remove_missing:
+            report.removed = self._remove_others(corpus.namespace, kept)
         report.total = self.count()
         logger.info("%s", report)
         if report.skipped:
             logger.warning("%d corpus item(s) skipped; IndexReport.skipped says where and why", len(report.skipped))
         return report
+
+    def _add_batch(self, batch: list[CorpusItem], force: bool, report: IndexReport, kept: set[str]) -> None:
+        """Encode and write the new or changed items of one batch; count them into ``report``."""
+        stored = {
+            str(record.id): record.payload or {}
+            for record in self.client.retrieve(
+                self.collection,
+                [item.point_id for item in batch],
+                with_payload=["digest", "source"],
+                with_vectors=False,
+            )
+        }
+        unchanged = {
+            item.point_id for item in batch if not force and stored.get(item.point_id, {}).get("digest") == item.digest
+        }
+        for item in batch:  # same content at a new path (a moved folder under its --namespace): new paths, no encoding
+            if item.point_id in unchanged and stored[item.point_id].get("source") != item.source:
+                self.client.overwrite_payload(self.collection, item.payload(), points=[item.point_id], wait=True)
+        todo = [item for item in batch if item.point_id not in unchanged]
+        report.unchanged += len(unchanged)
+        kept.update(unchanged)
+        good, full, failed = self._encode_items(todo)
+        report.skipped.extend(failed)
+        if good:
+            prefix = self._prefix(full)
+            self.client.upsert(
+                self.collection,
+                points=[
+                    models.PointStruct(
+                        id=item.point_id, vector={"full": f.tolist(), "prefix": p.tolist()}, payload=item.payload()
+                    )
+                    for item, f, p in zip(good, full, prefix, strict=True)
+                ],
+                wait=True,
+            )
+        kept.update(item.point_id for item in good)
+        updated = sum(item.point_id in stored for item in good)
+        report.updated += updated
+        report.added += len(good) - updated
+
+    def _remove_others(self, namespace: str, kept: set[str]) -> int:
+        """Delete the points of corpus ``namespace`` whose ids are not in ``kept``; return how many."""
+        in_corpus = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=namespace))])
+        gone: list[str] = []
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, in_corpus, limit=1000, offset=offset, with_payload=False, with_vectors=False
+            )
+            gone += [str(record.id) for record in records if str(record.id) not in kept]
+            if offset is None:
+                break
+        for start in range(0, len(gone), 1000):
+            self.client.delete(self.collection, models.PointIdsList(points=gone[start : start + 1000]), wait=True)
+        if gone:
+            logger.info("Removed %d item(s) of corpus %r that are no longer in it", len(gone), namespace)
+        return len(gone)
 
     # ------------------------------------------------------------------ querying
     def encode_query(self, text: str | None = None, image: str | os.PathLike | None = None) -> np.ndarray:
@@ -408,7 +533,10 @@ class SearchIndex:
             profile: The model's calibration profile (e.g. ``"qa"``); an error if the model has no profiles or
                 not this one.
             exhaustive: Skip the prefix stage (the reference ranking).
-            query_filter: A Qdrant payload filter (e.g. on ``metadata.company``), applied at both stages.
+            query_filter: A Qdrant payload filter (e.g. on ``metadata.company``; ``where_filter`` in
+                :mod:`st_unirep.search.where` builds one from ``KEY=VALUE`` strings), applied at both stages. When
+                nothing matches, a key of the filter that no item has raises ``ValueError`` listing the keys the
+                index has (a typo is an error, not "no results").
             vector: A precomputed ``(d,)`` query vector from :meth:`encode_query` instead of ``text`` / ``image``.
 
         Returns:
@@ -438,7 +566,41 @@ class SearchIndex:
             score_threshold=self._cosine_threshold(min_score, calibration),
             with_payload=True,
         )
+        if not response.points and query_filter is not None:
+            self.check_filter_keys(query_filter)
         return [self._hit(point, calibration) for point in response.points]
+
+    def check_filter_keys(self, query_filter: models.Filter) -> None:
+        """Raise ``ValueError`` naming a key of ``query_filter`` that no item has, with the keys the index knows.
+
+        :meth:`query` calls it when a filtered query finds nothing, so a misspelt key is an error, not "no results".
+        """
+        for key in filter_keys(query_filter):
+            present = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
+            if self.client.count(self.collection, count_filter=present, exact=True).count == 0:
+                raise ValueError(
+                    f"No item in the index has a value for the filter key {key!r}; the keys it has: "
+                    f"{', '.join(self.payload_keys())}"
+                )
+
+    def payload_keys(self) -> list[str]:
+        """The payload keys a filter can test: the fixed fields, then ``metadata.*`` of up to 10k items (sorted)."""
+        records, _ = self.client.scroll(
+            self.collection, limit=KEY_SAMPLE, with_payload=models.PayloadSelectorInclude(include=["metadata"])
+        )
+        found: set[str] = set()
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, child in value.items():
+                    walk(f"{prefix}.{key}", child)
+            else:
+                found.add(prefix)
+
+        for record in records:
+            for key, value in ((record.payload or {}).get("metadata") or {}).items():
+                walk(f"metadata.{key}", value)
+        return [field for field in PAYLOAD_FIELDS if field != "metadata"] + sorted(found)
 
     def _cosine_threshold(self, min_score: float | None, calibration) -> float | None:
         """The cosine whose calibrated score is ``min_score`` (the map's exact inverse), for Qdrant's threshold."""
@@ -464,4 +626,5 @@ class SearchIndex:
             text=payload.get("text"),
             image=payload.get("image"),
             metadata=payload.get("metadata") or {},
+            corpus=payload.get("corpus", ""),
         )

@@ -18,6 +18,7 @@ class SearchHit:
         text: The item's text, if it has one.
         image: The item's image path, if it has one.
         metadata: The extra fields of the item's JSON Lines row (empty for folder corpora).
+        corpus: The corpus (namespace) the item belongs to (by default the folder's or ``.jsonl``'s absolute path).
     """
 
     id: str
@@ -27,6 +28,7 @@ class SearchHit:
     text: str | None = None
     image: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    corpus: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,4 +39,5 @@ class SearchHit:
             "text": self.text,
             "image": self.image,
             "metadata": self.metadata,
+            "corpus": self.corpus,
         }

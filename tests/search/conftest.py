@@ -9,6 +9,8 @@ from the full vectors (so the funnel has something to fix).
 from __future__ import annotations
 
 import copy
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,19 @@ def write_corpus(folder: Path) -> list[str]:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def write_png_bomb(path: Path, side: int = 20_000) -> None:
+    """A valid 1-bit PNG of side × side pixels (400 M for 20000) that is a ~50 kB file: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes((side + 7) // 8)  # filter byte 0, then side 1-bit pixels
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 @pytest.fixture

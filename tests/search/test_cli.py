@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +16,18 @@ import numpy as np
 import pytest
 
 from st_unirep.search import Corpus, SearchIndex
-from st_unirep.search.cli import main
+from st_unirep.search.cli import _parser, main
 
+from .conftest import write_corpus, write_png_bomb
 from .test_index import _inputs, _stored
+
+# Loading a saved st_unirep model folder may still need trust_remote_code (ST imports module classes outside its own
+# package only then); st_unirep never opts in on the user's behalf, so the tests pass the flag.
+TRUST = "--trust_remote_code"
 
 
 def _query(capsys, *args: str) -> list[dict]:
-    assert main(["query", *args, "--json"]) == 0
+    assert main(["query", *args, TRUST, "--json"]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -28,9 +35,12 @@ def test_index_then_query(tmp_path, corpus_dir, search_model_path, capsys):
     folder, ids = corpus_dir
     index = str(tmp_path / "index")
     assert (
-        main(["index", "--model", search_model_path, "--corpus", str(folder), "--index", index, "--no-progress"]) == 0
+        main(["index", "--model", search_model_path, "--corpus", str(folder), "--index", index, "--no-progress", TRUST])
+        == 0
     )
-    assert capsys.readouterr().out.startswith("indexed 18 item(s) (18 new, 0 updated), 0 unchanged, 0 skipped; 18 in")
+    assert capsys.readouterr().out.startswith(
+        "indexed 18 item(s) (18 new, 0 updated), 0 unchanged, 0 removed, 0 skipped; 18 in"
+    )
 
     # No --model: the index's own (recorded by absolute path) is used.
     hits = _query(capsys, "--index", index, "--text", "a red ball on a white table", "--limit", "3")
@@ -47,7 +57,7 @@ def test_index_then_query(tmp_path, corpus_dir, search_model_path, capsys):
     only = _query(capsys, "--index", index, "--text", "tổng tiền", "--where", "id=misc.txt", "--where", "text=x y z")
     assert [h["id"] for h in only] == ["misc.txt"]
 
-    assert main(["query", "--index", index, "--text", "tổng tiền", "--limit", "2"]) == 0
+    assert main(["query", "--index", index, "--text", "tổng tiền", "--limit", "2", TRUST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("  1. 0.") and "  2. 0." in lines[2]
 
@@ -58,12 +68,13 @@ def test_refusals(tmp_path, corpus_dir, search_model_path, capsys):
     assert main(["query", "--index", index, "--text", "x"]) == 2
     assert "No search index at" in capsys.readouterr().err
     assert (
-        main(["index", "--model", search_model_path, "--corpus", str(folder), "--index", index, "--no-progress"]) == 0
+        main(["index", "--model", search_model_path, "--corpus", str(folder), "--index", index, "--no-progress", TRUST])
+        == 0
     )
     capsys.readouterr()
     assert main(["query", "--index", index]) == 2
     assert capsys.readouterr().err.strip() == "error: A query needs --text, --image or both"
-    assert main(["query", "--index", index, "--text", "x", "--min-score", "2"]) == 2
+    assert main(["query", "--index", index, "--text", "x", "--min-score", "2", TRUST]) == 2
     assert "calibrated score in [0, 1]" in capsys.readouterr().err
     assert main(["query", "--index", index, "--text", "x", "--where", "nonsense"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
@@ -94,7 +105,18 @@ CHILD = textwrap.dedent(
 def test_killed_indexing_resumes_with_every_item_once(tmp_path, corpus_dir, search_model_path, search_model, capsys):
     folder, ids = corpus_dir
     index = str(tmp_path / "index")
-    args = ["index", "--model", search_model_path, "--corpus", str(folder), "--index", index, "--batch-size", "4"]
+    args = [
+        "index",
+        "--model",
+        search_model_path,
+        "--corpus",
+        str(folder),
+        "--index",
+        index,
+        "--batch-size",
+        "4",
+        TRUST,
+    ]
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD.replace("KILL_AFTER", "6"), *args, "--no-progress"],
         stdout=subprocess.PIPE,
@@ -119,7 +141,7 @@ def test_killed_indexing_resumes_with_every_item_once(tmp_path, corpus_dir, sear
 
     assert main([*args, "--no-progress"]) == 0
     assert capsys.readouterr().out.startswith(
-        "indexed 12 item(s) (12 new, 0 updated), 6 unchanged, 0 skipped; 18 in the index"
+        "indexed 12 item(s) (12 new, 0 updated), 6 unchanged, 0 removed, 0 skipped; 18 in the index"
     )
     with SearchIndex(index, search_model) as opened:
         assert opened.count() == 18
@@ -128,3 +150,155 @@ def test_killed_indexing_resumes_with_every_item_once(tmp_path, corpus_dir, sear
         np.testing.assert_allclose(
             np.stack([stored[i][0] for i in ids]), search_model.encode(_inputs(folder, ids)), atol=1e-5
         )
+
+
+def _index(folder, index: str, model: str, *extra: str) -> list[str]:
+    return ["index", "--model", model, "--corpus", str(folder), "--index", index, "--no-progress", TRUST, *extra]
+
+
+def test_second_folder_adds_and_a_deleted_file_is_removed(tmp_path, search_model_path, capsys):
+    first, second = tmp_path / "a" / "photos", tmp_path / "b" / "photos"
+    write_corpus(first)
+    write_corpus(second)
+    index = str(tmp_path / "index")
+    assert main(_index(first, index, search_model_path)) == 0
+    assert main(_index(second, index, search_model_path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "indexed 18 item(s) (18 new, 0 updated), 0 unchanged, 0 removed, 0 skipped; 36 in the index"
+    (first / "notes/ball.txt").unlink()
+    assert main(_index(first, index, search_model_path)) == 0
+    assert capsys.readouterr().out == (
+        "indexed 0 item(s) (0 new, 0 updated), 17 unchanged, 1 removed, 0 skipped; 35 in the index\n"
+    )
+    hits = _query(capsys, "--index", index, "--text", "a red ball on a white table", "--limit", "35", "--exhaustive")
+    assert [h["corpus"] for h in hits if h["id"] == "notes/ball.txt"] == [second.resolve().as_posix()]
+    named = _index(first, index, search_model_path, "--namespace", "photos")
+    assert main(named) == 0 and capsys.readouterr().out.startswith("indexed 17 item(s) (17 new, 0 updated)")
+    hits = _query(capsys, "--index", index, "--text", "x y z", "--where", "corpus=photos", "--limit", "50")
+    assert len(hits) == 17 and {h["corpus"] for h in hits} == {"photos"}
+
+
+def test_typed_where_and_a_misspelt_key(tmp_path, corpus_dir, search_model_path, capsys):
+    folder, _ = corpus_dir
+    rows = [{"id": "p3", "text": "page 3", "page": 3}, {"id": "s3", "text": "page 3 str", "page": "3"}]
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    index = str(tmp_path / "index")
+    assert main(_index(folder / "rows.jsonl", index, search_model_path)) == 0
+    capsys.readouterr()
+    assert sorted(h["id"] for h in _query(capsys, "--index", index, "--text", "p", "--where", "metadata.page=3")) == [
+        "p3",
+        "s3",
+    ]
+    assert [h["id"] for h in _query(capsys, "--index", index, "--text", "p", "--where", 'metadata.page="3"')] == ["s3"]
+    assert main(["query", "--index", index, "--text", "p", "--where", "metadata.pgae=3", TRUST]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "error: No item in the index has a value for the filter key 'metadata.pgae'; the keys it has: id, corpus, "
+        "text, image, source, digest, metadata.page"
+    )
+
+
+def test_a_decompression_bomb_is_skipped_and_listed(tmp_path, corpus_dir, search_model_path, capsys):
+    folder, ids = corpus_dir
+    write_png_bomb(folder / "images" / "bomb.png")
+    assert main(_index(folder, str(tmp_path / "index"), search_model_path, "--batch-size", "4")) == 0
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert out[0] == "indexed 18 item(s) (18 new, 0 updated), 0 unchanged, 0 removed, 1 skipped; 18 in the index"
+    assert out[1].startswith(f"  skipped {folder / 'images' / 'bomb.png'}: ") and "400,000,000 pixels" in out[1]
+    assert captured.err.splitlines()[-1] == (
+        "warning: 1 corpus entry skipped (listed above with the reason); every other item is indexed"
+    )
+
+
+def test_an_unreachable_server_is_one_error_line(tmp_path, corpus_dir, search_model_path, capsys):
+    folder, _ = corpus_dir
+    expected = "error: Cannot reach the Qdrant server at 'http://127.0.0.1:1' ("
+    assert main(["query", "--url", "http://127.0.0.1:1", "--text", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["index", "--model", search_model_path, "--corpus", str(folder), "--url", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_query_without_model_says_which_and_refuses_a_vanished_one(tmp_path, corpus_dir, search_model_path, capsys):
+    folder, _ = corpus_dir
+    model = tmp_path / "model-copy"
+    shutil.copytree(search_model_path, model)
+    index = str(tmp_path / "index")
+    assert main(_index(folder, index, str(model))) == 0
+    capsys.readouterr()
+    hits = _query(capsys, "--index", index, "--text", "a blue square", "--limit", "1")
+    assert hits[0]["id"] == "square.md"
+    assert main(["query", "--index", index, "--text", "x", "--limit", "1", TRUST]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"note: no --model given; using the model the index recorded: {model}"
+    shutil.rmtree(model)
+    assert main(["query", "--index", index, "--text", "a blue square", TRUST]) == 2
+    assert capsys.readouterr().err == (
+        f"error: The index was built with the model at '{model}', which no longer exists; pass --model with that "
+        "model (a copy or a moved folder works: its fingerprint is checked)\n"
+    )
+    hits = _query(capsys, "--index", index, "--text", "a blue square", "--limit", "1", "--model", search_model_path)
+    assert hits[0]["id"] == "square.md"
+
+
+def test_the_cli_never_opts_into_remote_code_for_the_user(tmp_path, corpus_dir, search_model, monkeypatch, capsys):
+    import st_unirep.search.index as index_module
+
+    folder, _ = corpus_dir
+    calls: list[bool] = []
+
+    class Recorder(index_module.SentenceTransformer):
+        def __new__(cls, path, **kwargs):
+            calls.append(kwargs["trust_remote_code"])
+            return search_model
+
+    monkeypatch.setattr(index_module, "SentenceTransformer", Recorder)
+    index = str(tmp_path / "index")
+    args = ["index", "--model", "some/model", "--corpus", str(folder), "--index", index, "--no-progress"]
+    assert main(args) == 0
+    assert main([*args, "--trust-remote-code"]) == 0
+    assert main(["query", "--index", index, "--text", "x", "--model", "some/model"]) == 0
+    assert main(["query", "--index", index, "--text", "x", "--trust_remote_code"]) == 0  # the recorded "some/model"
+    assert calls == [False, True, False, True]
+
+    def refuse(path, **kwargs):
+        raise ValueError(
+            f"The model {path} references the module class 'st_unirep.modules.backbone.Backbone', which is not "
+            "part of Sentence Transformers.\nPlease pass the argument `trust_remote_code=True` to allow custom code "
+            "to be run."
+        )
+
+    monkeypatch.setattr(index_module, "SentenceTransformer", refuse)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: Model 'some/model' needs trust_remote_code to load, and st_unirep does not turn it on"
+    )
+    assert err.rstrip().endswith(
+        "If you trust that folder, pass --trust_remote_code (in Python: SearchIndex(..., trust_remote_code=True))."
+    )
+
+
+def test_every_hyphenated_flag_also_takes_underscores(capsys):
+    spellings = {}
+    for command in ("index", "query"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        flags = set(re.findall(r"--[a-z][a-z_-]*", capsys.readouterr().out))
+        hyphenated = {flag for flag in flags if "-" in flag[2:]}
+        assert hyphenated and {"--" + flag[2:].replace("-", "_") for flag in hyphenated} <= flags
+        spellings[command] = hyphenated
+    assert spellings["index"] >= {"--batch-size", "--prefix-dim", "--no-progress", "--trust-remote-code"}
+    assert spellings["query"] >= {"--min-score", "--trust-remote-code"}
+    parse = _parser().parse_args
+    hyphens = parse(["query", "--min-score", "0.5", "--trust-remote-code", "--text", "x"])
+    underscores = parse(["query", "--min_score", "0.5", "--trust_remote_code", "--text", "x"])
+    assert hyphens == underscores and hyphens.min_score == 0.5 and hyphens.trust_remote_code is True
+    index_args = ["index", "--model", "m", "--corpus", "c"]
+    assert parse([*index_args, "--batch-size", "3", "--prefix-dim", "8", "--no-progress"]) == parse(
+        [*index_args, "--batch_size", "3", "--prefix_dim", "8", "--no_progress"]
+    )

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from st_unirep.search import Corpus, CorpusItem
-from st_unirep.search.corpus_item import POINT_NAMESPACE
+from st_unirep.search.corpus_item import POINT_NAMESPACE, point_id
 
-from .conftest import write_corpus
+from .conftest import TEXTS, write_corpus
 
 
 def test_folder_items_ids_and_kinds(tmp_path):
@@ -36,7 +36,10 @@ def test_folder_items_ids_and_kinds(tmp_path):
     assert by_id["images/01.jpg"].image == os.path.abspath(tmp_path / "c" / "images" / "01.jpg")
     assert by_id["images/01.jpg"].to_input() == {"image": by_id["images/01.jpg"].image}
     assert by_id["misc.txt"].to_input() == {"text": "x y z"}
-    assert by_id["misc.txt"].point_id == str(uuid.uuid5(POINT_NAMESPACE, "misc.txt"))
+    namespace = (tmp_path / "c").resolve().as_posix()
+    assert corpus.namespace == namespace and {item.corpus for item in items} == {namespace}
+    assert by_id["misc.txt"].point_id == point_id(namespace, "misc.txt")
+    assert point_id(namespace, "misc.txt") == str(uuid.uuid5(POINT_NAMESPACE, json.dumps([namespace, "misc.txt"])))
     assert len({item.digest for item in items}) == len(items)
     assert [i.digest for i in Corpus(tmp_path / "c")] == [i.digest for i in items]  # deterministic
 
@@ -93,3 +96,25 @@ def test_not_a_corpus(tmp_path):
     (tmp_path / "data.csv").write_text("a,b")
     with pytest.raises(ValueError, match="neither a folder nor a JSON Lines"):
         Corpus(tmp_path / "data.csv")
+
+
+def test_namespace_and_loose_values(tmp_path, monkeypatch):
+    ids = write_corpus(tmp_path / "c")
+    named = list(Corpus(tmp_path / "c", namespace="photos"))
+    assert {item.corpus for item in named} == {"photos"} and sorted(item.id for item in named) == ids
+    assert named[0].point_id == point_id("photos", named[0].id) != point_id("", named[0].id)
+    assert point_id("a", "b/c") != point_id("a/b", "c")  # no ambiguity between corpus and id
+
+    values = ["hello", {"id": 7, "text": "seven", "lang": "en"}, {"image": "c/images/00.png"}, tmp_path / "c/man.txt"]
+    monkeypatch.chdir(tmp_path)  # a dict's image is relative to the working folder
+    corpus = Corpus.from_items(values)
+    items = list(corpus)
+    assert (corpus.total(), len(corpus), corpus.complete, corpus.skipped) == (4, 4, False, [])
+    assert [item.id for item in items[:2]] == [CorpusItem.compute_digest("hello", None, {})[:16], "7"]
+    assert items[1].metadata == {"lang": "en"} and items[2].image == str((tmp_path / "c/images/00.png").resolve())
+    assert (items[3].id, items[3].text) == ((tmp_path / "c/man.txt").resolve().as_posix(), TEXTS["man.txt"])
+    assert Corpus.from_items(iter(values)).total() is None
+    with pytest.raises(TypeError, match="got a single str; wrap it in a list"):
+        Corpus.from_items("hello")
+    with pytest.raises(TypeError, match=r"items\[0\] is a bytes"):
+        list(Corpus.from_items([b"hello"]))

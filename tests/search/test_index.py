@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import copy
 import os
-import uuid
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from qdrant_client import models
 
+import st_unirep.search.index as index_module
 from st_unirep import build_model
-from st_unirep.search import Corpus, SearchIndex
-from st_unirep.search.corpus_item import POINT_NAMESPACE
+from st_unirep.search import Corpus, CorpusItem, SearchIndex, where_filter
+from st_unirep.search.corpus_item import point_id
+from st_unirep.search.index import DEFAULT_COLLECTION
 from st_unirep.testing import minilm_path
+
+from .conftest import write_corpus, write_png_bomb
 
 PREFIX = 16  # a quarter of the tiny model's 64 dims
 
@@ -29,7 +33,7 @@ def _stored(index: SearchIndex) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     ids = [record.payload["id"] for record in records]
     assert len(ids) == len(set(ids)), f"duplicate items: {sorted(ids)}"
     for record in records:
-        assert str(record.id) == str(uuid.uuid5(POINT_NAMESPACE, record.payload["id"]))
+        assert str(record.id) == point_id(record.payload["corpus"], record.payload["id"])
     return {
         record.payload["id"]: (np.asarray(record.vector["full"]), np.asarray(record.vector["prefix"]))
         for record in records
@@ -279,3 +283,218 @@ def test_text_only_model_skips_images(tmp_path, corpus_dir):
         assert index.query(text="the total is 9.00", limit=1)[0].id == "notes/total.txt"
         with pytest.raises(ValueError, match="text-only"):
             index.query(image=folder / "images/00.png")
+
+
+def test_two_folders_with_the_same_names_are_two_corpora_and_reindexing_removes_what_left(tmp_path, search_model):
+    first, second = tmp_path / "a" / "photos", tmp_path / "b" / "photos"
+    ids = write_corpus(first)
+    assert write_corpus(second) == ids
+    in_first, in_second = first.resolve().as_posix(), second.resolve().as_posix()
+    ball = "a red ball on a white table"
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        report = index.add(first, batch_size=5, progress=False)
+        assert (report.added, report.updated, report.removed, report.total) == (18, 0, 0, 18)
+        report = index.add(second, batch_size=5, progress=False)  # was "18 updated" and 18 in the index
+        assert (report.added, report.updated, report.unchanged, report.removed, report.total) == (18, 0, 0, 0, 36)
+        hits = index.query(text=ball, limit=3, exhaustive=True)
+        assert [h.id for h in hits[:2]] == ["notes/ball.txt"] * 2 and {h.corpus for h in hits[:2]} == {
+            in_first,
+            in_second,
+        }
+        assert {h.source for h in hits[:2]} == {str(first / "notes/ball.txt"), str(second / "notes/ball.txt")}
+
+        (first / "notes/ball.txt").unlink()
+        (first / "images/03.png").unlink()
+        report = index.add(first, batch_size=5, progress=False)
+        assert (report.added, report.updated, report.unchanged, report.removed, report.total) == (0, 0, 16, 2, 34)
+        assert str(report).startswith("indexed 0 item(s) (0 new, 0 updated), 16 unchanged, 2 removed, 0 skipped; 34")
+        hits = index.query(text=ball, limit=34, exhaustive=True)
+        assert [(h.id, h.corpus) for h in hits if h.id == "notes/ball.txt"] == [("notes/ball.txt", in_second)]
+        in_a = index.query(text=ball, limit=34, query_filter=where_filter([f"corpus={in_first}"]))
+        assert sorted(h.id for h in in_a) == sorted(set(ids) - {"notes/ball.txt", "images/03.png"})
+        assert len(_stored_in(index, in_second)) == 18  # the other corpus is untouched
+
+
+def _stored_in(index: SearchIndex, corpus: str) -> list[str]:
+    records, _ = index.client.scroll(
+        index.collection, where_filter([f"corpus={corpus}"]), limit=10_000, with_payload=True
+    )
+    return [record.payload["id"] for record in records]
+
+
+def test_a_named_namespace_keeps_the_items_when_the_folder_moves(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        assert index.add(Corpus(folder, namespace="photos"), progress=False).added == 18
+        moved = tmp_path / "moved"
+        folder.rename(moved)
+        report = index.add(Corpus(moved, namespace="photos"), progress=False)
+        assert (report.added, report.updated, report.unchanged, report.removed, report.total) == (0, 0, 18, 0, 18)
+        hit = index.query(image=moved / "images/04.jpg", limit=1)[0]
+        assert (hit.id, hit.corpus, hit.image) == ("images/04.jpg", "photos", os.path.abspath(moved / "images/04.jpg"))
+        assert sorted(_stored_in(index, "photos")) == ids
+
+
+def test_an_item_that_no_longer_encodes_is_removed_with_its_reason(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        index.add(folder, progress=False)
+        (folder / "images/02.webp").write_bytes(b"no longer an image")
+        report = index.add(folder, progress=False)
+        assert (report.unchanged, report.removed, report.total) == (17, 1, 17)
+        assert [(Path(where).name, "cannot read image file" in why) for where, why in report.skipped] == [
+            ("02.webp", True)
+        ]
+
+
+def test_a_decompression_bomb_is_named_skipped_and_the_run_goes_on(tmp_path, corpus_dir, search_model):
+    folder, ids = corpus_dir
+    bomb = folder / "images" / "02b-bomb.png"  # in the first batch of 4 images, among good ones
+    write_png_bomb(bomb)
+    assert bomb.stat().st_size < 100_000
+    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+        report = index.add(folder, batch_size=4, progress=False)
+        assert (report.added, report.total) == (len(ids), len(ids))
+        assert [where for where, _ in report.skipped] == [os.path.abspath(bomb)]
+        reason = report.skipped[0][1]
+        assert re.search(r"400,?000,?000 pixels", reason), reason  # PIL's own message, or st_unirep's guard
+        assert f"1 skipped; {len(ids)} in the index" in str(report) and "02b-bomb.png: " in str(report)
+        assert sorted(_stored(index)) == ids
+
+
+def test_a_raw_pil_bomb_error_skips_only_its_item(tmp_path, corpus_dir, search_model, monkeypatch):
+    """Whatever model: PIL's DecompressionBombError (not an OSError) skips its item instead of ending the run."""
+    from PIL import Image
+
+    folder, ids = corpus_dir
+    pil_message = (
+        "Image size (400000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack."
+    )
+    with SearchIndex(":memory:", search_model, create=True) as index:
+        encode = index._encode
+
+        def bomb_on_03(inputs):
+            if any(str(i.get("image", "")).endswith("03.png") for i in inputs):
+                raise Image.DecompressionBombError(pil_message)
+            return encode(inputs)
+
+        monkeypatch.setattr(index, "_encode", bomb_on_03)
+        report = index.add(folder, batch_size=4, progress=False)
+        assert (report.added, report.total) == (len(ids) - 1, len(ids) - 1)
+        assert report.skipped == [
+            (
+                os.path.abspath(folder / "images/03.png"),
+                f"image too large to decode safely ({pil_message}); PIL.Image.MAX_IMAGE_PIXELS sets the limit",
+            )
+        ]
+
+
+def test_add_takes_texts_dicts_and_paths_with_a_progress_total(tmp_path, corpus_dir, search_model, monkeypatch):
+    folder, _ = corpus_dir
+    totals: list[int | None] = []
+    real_tqdm = index_module.tqdm
+    monkeypatch.setattr(index_module, "tqdm", lambda *a, **k: totals.append(k["total"]) or real_tqdm(*a, **k))
+    ball = "a red ball on a white table"
+    values = [
+        ball,
+        {"id": "inv", "text": "Tổng tiền: 9.00 RM", "page": 3},
+        {"text": "a blue square"},
+        folder / "images/03.png",
+        "  ",
+        ball,
+    ]
+    with SearchIndex(":memory:", search_model, create=True) as index:
+        report = index.add(values, batch_size=4, progress=False)
+        assert totals == [6]
+        assert (report.added, report.removed, report.total) == (4, 0, 4)
+        ball_id = CorpusItem.compute_digest(ball, None, {})[:16]
+        assert report.skipped == [
+            ("items[4]", "field 'text': expected a non-empty string, got '  '"),
+            ("items[5]", f"duplicate id {ball_id!r} (the first item with it is indexed)"),
+        ]
+        hit = index.query(text=ball, limit=1)[0]
+        assert (hit.id, hit.corpus, hit.text, hit.source) == (ball_id, "", ball, "items[0]")
+        assert index.query(text="Tổng tiền: 9.00 RM", limit=1)[0].metadata == {"page": 3}
+        image_hit = index.query(image=folder / "images/03.png", limit=1)[0]
+        assert image_hit.id == (folder / "images/03.png").resolve().as_posix()
+
+        again = index.add((value for value in values[:4]), progress=False)  # a generator: no total
+        assert totals[-1] is None and (again.unchanged, again.added, again.removed) == (4, 0, 0)
+        with pytest.raises(TypeError, match=r"items\[1\] is a int; SearchIndex.add takes a str \(a text\), a dict"):
+            index.add(["fine", 3], progress=False)
+        with pytest.raises(FileNotFoundError, match=r"to index loose texts, pass a list of them"):
+            index.add(ball, progress=False)
+
+
+def test_an_index_of_format_1_can_be_queried_but_not_added_to(tmp_path, corpus_dir, search_model):
+    folder, _ = corpus_dir
+    client = index_module.QdrantClient(location=":memory:")
+    SearchIndex(client, search_model, create=True).add(folder, progress=False)
+    client.update_collection(DEFAULT_COLLECTION, metadata={"st_unirep_search": 1})
+    old = SearchIndex(client, search_model)
+    assert old.query(text="a red ball on a white table", limit=1)[0].id == "notes/ball.txt"
+    with pytest.raises(ValueError, match=r"earlier st_unirep.search \(format 1, items keyed by id alone\)"):
+        old.add(folder, progress=False)
+    client.close()
+
+
+def test_loading_a_model_path_never_opts_into_remote_code(tmp_path, search_model, search_model_path, monkeypatch):
+    calls: list[dict] = []
+
+    class Recorder(index_module.SentenceTransformer):
+        def __new__(cls, path, **kwargs):
+            calls.append({"path": path, **kwargs})
+            return copy.deepcopy(search_model)
+
+    monkeypatch.setattr(index_module, "SentenceTransformer", Recorder)
+    SearchIndex(":memory:", search_model_path, create=True).close()
+    SearchIndex(":memory:", search_model_path, create=True, trust_remote_code=True).close()
+    assert calls == [
+        {"path": search_model_path, "trust_remote_code": False},
+        {"path": search_model_path, "trust_remote_code": True},
+    ]
+
+
+def test_a_model_that_needs_remote_code_says_how_to_opt_in(tmp_path, search_model_path):
+    # Loads without the flag once st_unirep's modules need no trust_remote_code; until then the refusal says why.
+    try:
+        SearchIndex(":memory:", search_model_path, create=True).close()
+    except ValueError as error:
+        message = str(error)
+        assert message.startswith(f"Model {search_model_path!r} needs trust_remote_code to load, and st_unirep")
+        assert "pass --trust_remote_code (in Python: SearchIndex(..., trust_remote_code=True))" in message
+
+
+def test_a_server_url_is_contacted_at_once_and_its_version_checked(caplog):
+    """A fake server (GET / and /collections): connect succeeds and warns about a far-off server version."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class FakeQdrant(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = {
+                "/": {"title": "qdrant", "version": "0.9.0"},
+                "/collections": {"result": {"collections": []}, "status": "ok", "time": 0},
+            }.get(self.path.split("?")[0])
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body or {}).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), FakeQdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        client = SearchIndex.connect(url)
+        assert client.get_collections().collections == []
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"may not work with the Qdrant server 0.9.0 at {url}" in caplog.text
+    with pytest.raises(ConnectionError, match=r"^Cannot reach the Qdrant server at 'http://127.0.0.1:1' \("):
+        SearchIndex.connect("http://127.0.0.1:1")
