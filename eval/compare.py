@@ -27,12 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sentence_transformers import SentenceTransformer  # noqa: E402
-
 from checkout import data_root  # noqa: E402
 from st_unirep.calibration import attach_profiles, find_calibration, fit_profiles  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
 from st_unirep.evaluation.report import reliability_comparison_plot, threshold_section, write_report  # noqa: E402
+from st_unirep.model import load_model  # noqa: E402
 from st_unirep.testing import minilm_path  # noqa: E402
 from st_unirep.training.config import load_config  # noqa: E402
 from st_unirep.training.run import run_training  # noqa: E402
@@ -90,7 +89,7 @@ def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -
     else:
         path = str(run_training(config))
     train_minutes = (time.time() - start) / 60
-    model = SentenceTransformer(path, trust_remote_code=True)
+    model = load_model(path)  # st_unirep's classes from the package; no code from the model folder runs
     calibrate_minutes = 0.0
     if find_calibration(model) is None and config.calibration:
         # Baselines get the same profiles, fit post hoc on the same train splits (in memory: the backbone folder

@@ -4,6 +4,13 @@
 Writes ``DIR/results.json``, ``DIR/report.md``, ``DIR/reliability.png`` and ``DIR/matryoshka.png``; with ``--mteb``
 also runs the same datasets as local mteb tasks (``DIR/mteb_results.json``). Works for
 st_unirep models and plain sentence-transformers models alike (baselines go through the same code).
+
+Each dataset is evaluated on its own: one that fails (a malformed file, a corrupt image) is listed under
+``_meta.failed`` in ``results.json`` and in the report, the others are still evaluated, and the exit status is 1.
+
+The model is loaded with ``st_unirep.model.load_model``: st_unirep's own modules come from the installed package,
+and no code from the model folder runs. A model whose ``modules.json`` names classes of its own needs
+``--trust_remote_code``; pass it only for a model whose code you trust.
 """
 
 from __future__ import annotations
@@ -16,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sentence_transformers import SentenceTransformer  # noqa: E402
-
 from checkout import data_root  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
 from st_unirep.evaluation.report import write_report  # noqa: E402
+from st_unirep.model import load_model  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate, write the report; the exit status: 1 if a dataset failed, else 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model folder or id (st_unirep or any sentence-transformers)")
     parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
@@ -32,9 +39,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--truncate_dims", type=int, nargs="*", default=None, help="Matryoshka widths to evaluate")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--mteb", action="store_true", help="also run the datasets as local mteb tasks")
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="allow module classes and model code from the model folder or hub repo (off: only sentence-transformers "
+        "and st_unirep classes load; use it only for a model whose code you trust)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = SentenceTransformer(args.model, trust_remote_code=True)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     results, artifacts = evaluate(
         model, args.data, args.split, args.truncate_dims, args.batch_size, model_name=args.model
     )
@@ -51,9 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
         if name != "_meta"
     }
     print(json.dumps(summary, indent=1, ensure_ascii=False))
+    for name, error in results["_meta"]["failed"].items():
+        print(f"FAILED {name}: {error}", file=sys.stderr)
     print(f"Report: {report}")
-    return results
+    return 1 if results["_meta"]["failed"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

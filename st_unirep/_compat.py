@@ -19,6 +19,8 @@ Shims (library, private name, written against):
   sort key ``encode`` batches by (6.2).
 - :func:`install_unit_norm_encode` — sentence-transformers, the parameter names of ``SentenceTransformer.encode``,
   bound by an instance-level ``encode`` (6.2).
+- :func:`st_load_with_module_classes` — sentence-transformers, ``BaseModel._load_with_module_classes``, loading a
+  saved model with given classes for its ``modules.json`` types (6.2).
 - :func:`st_render_as_messages` — sentence-transformers, ``Transformer.input_formatter`` and its ``InputFormatter``
   methods ``parse_inputs`` / ``batch_to_message`` (6.2).
 - :func:`smart_resize` / :data:`Qwen2VLImageProcessorPil` — transformers 5's module path
@@ -141,6 +143,7 @@ ENCODE_PARAMETERS = frozenset(
 )
 _SentenceTransformer = _private(_ST, "sentence_transformers", "SentenceTransformer", "install_unit_norm_encode")
 _require_parameters(_ST, _SentenceTransformer.encode, ENCODE_PARAMETERS, "install_unit_norm_encode")
+_require_attributes(_ST, _BaseModel, ("_load_with_module_classes", "is_singular_input"), "st_load_with_module_classes")
 _InputFormatter = _private(_ST, "sentence_transformers.base.modality", "InputFormatter", "st_render_as_messages")
 _require_attributes(_ST, _InputFormatter, ("parse_inputs", "batch_to_message"), "st_render_as_messages")
 
@@ -174,6 +177,10 @@ def install_input_length(model: BaseModel, key: Callable[[Any], int]) -> None:
     model._input_length = key
 
 
+# guard(model, inputs, output_value, run) -> output: runs ``run()`` (the real encode) and checks around it.
+EncodeGuard = Callable[[Any, Any, Any, Callable[[], Any]], Any]
+
+
 class _UnitNormEncode:
     """Instance-level ``encode`` for st_unirep models (installed by :func:`install_unit_norm_encode`).
 
@@ -182,12 +189,16 @@ class _UnitNormEncode:
     truncated vector and plain ST returns prefixes with norms < 1. ST does re-normalise after truncating when
     ``normalize_embeddings=True``; this wrapper turns that on whenever a truncation is in effect (the
     ``truncate_dim`` argument or the model's own ``truncate_dim``), and returns a ``(0, dim)`` array for an
-    empty input list instead of ST's shapeless ``np.array([])``. Everything else is ``SentenceTransformer.encode``.
-    It binds the arguments by ``encode``'s parameter names (:data:`ENCODE_PARAMETERS`, checked at import).
+    empty input list instead of ST's shapeless ``np.array([])``. Everything else is ``SentenceTransformer.encode``,
+    run through ``guard`` when one is given (st_unirep's input and NaN checks,
+    :func:`st_unirep.modules.encode_guard.guard_encode`: the one place that sees the inputs in the user's order and
+    the embeddings that come back). It binds the arguments by ``encode``'s parameter names
+    (:data:`ENCODE_PARAMETERS`, checked at import).
     """
 
-    def __init__(self, model: BaseModel) -> None:
+    def __init__(self, model: BaseModel, guard: EncodeGuard | None = None) -> None:
         self._model = weakref.ref(model)
+        self._guard = guard
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         model = self._model()
@@ -208,20 +219,41 @@ class _UnitNormEncode:
                 if arguments.get("convert_to_numpy", True):
                     return np.zeros((0, width), dtype=np.float32)
                 return []
-        return encode(*bound.args, **bound.kwargs)
+        run = functools.partial(encode, *bound.args, **bound.kwargs)
+        return run() if self._guard is None else self._guard(model, inputs, output_value, run)
 
     def __reduce__(self):  # picklable for ST's multi-process pools: rebuilt from the model on the other side
-        return (_UnitNormEncode, (self._model(),))
+        return (_UnitNormEncode, (self._model(), self._guard))
 
 
-def install_unit_norm_encode(model: BaseModel) -> None:
-    """Make ``model.encode`` re-normalise truncated embeddings (see :class:`_UnitNormEncode`); idempotent.
+def install_unit_norm_encode(model: BaseModel, guard: EncodeGuard | None = None) -> None:
+    """Make ``model.encode`` re-normalise truncated embeddings (see :class:`_UnitNormEncode`), run through
+    ``guard`` if given; idempotent (a second call only sets a new ``guard``).
 
     Why: ST 6.2 has no hook between its truncation and its output; an instance attribute shadows the method for
     this model only. Private API: the parameter names of ``SentenceTransformer.encode`` (checked at import).
     """
-    if hasattr(type(model), "encode") and not isinstance(model.__dict__.get("encode"), _UnitNormEncode):
-        model.encode = _UnitNormEncode(model)
+    installed = model.__dict__.get("encode")
+    if isinstance(installed, _UnitNormEncode):
+        if guard is not None:
+            installed._guard = guard
+    elif hasattr(type(model), "encode"):
+        model.encode = _UnitNormEncode(model, guard)
+
+
+def st_load_with_module_classes(
+    model_class: type[BaseModel], path: str, module_classes: dict[str, type], **kwargs: Any
+) -> BaseModel:
+    """Load the saved model at ``path``, taking the ``modules.json`` types in ``module_classes`` from there.
+
+    Why: ST 6 imports a ``modules.json`` class outside ``sentence_transformers.*`` only with
+    ``trust_remote_code=True``, and that flag also lets the folder's own ``*.py`` files run (a ``modules.json`` that
+    names ``evil.Evil`` beside an ``evil.py``). st_unirep's own classes are installed code the user already imported,
+    so they are handed over as classes; every other type still goes through ST's ``trust_remote_code`` gate.
+    ``_load_with_module_classes`` is the loader ST's trainer uses for its checkpoints for the same reason.
+    Private API: ``BaseModel._load_with_module_classes`` (6.2).
+    """
+    return model_class._load_with_module_classes(path, module_classes, **kwargs)
 
 
 def st_render_as_messages(transformer: Any, item: Any) -> list[dict[str, Any]]:

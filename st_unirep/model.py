@@ -1,4 +1,4 @@
-"""``build_model`` and ``calibrated_similarity``: the public entry points."""
+"""``build_model``, ``load_model`` and ``calibrated_similarity``: the public entry points."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from st_unirep._compat import optional_hub_file
+from st_unirep._compat import optional_hub_file, st_load_with_module_classes
 from st_unirep.modules.attention_pooling import AttentionPooling
 from st_unirep.modules.backbone import Backbone
 from st_unirep.modules.matryoshka_normalize import MatryoshkaNormalize
 from st_unirep.modules.score_calibration import ScoreCalibration
 from st_unirep.modules.stable_projection import StableProjection
 from st_unirep.presets import DEFAULT_BACKBONE, get_preset
+
+# The classes a saved st_unirep model's modules.json may name, by the dotted name sentence-transformers writes there.
+MODULE_CLASSES: dict[str, type] = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (Backbone, AttentionPooling, StableProjection, MatryoshkaNormalize, ScoreCalibration)
+}
 
 
 def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **overrides: Any) -> SentenceTransformer:
@@ -32,9 +38,7 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
 
     Returns:
         A ``SentenceTransformer`` whose ``encode`` gives unit-norm vectors (also under ``truncate_dim``). Save it
-        with ``model.save(path)``; load it with ``SentenceTransformer(path, trust_remote_code=True)``: ST 6 only
-        imports module classes outside its own package when ``trust_remote_code=True`` (here that "remote code"
-        is the installed ``st_unirep`` package, nothing is downloaded).
+        with ``model.save(path)``; load it with :func:`load_model` (no ``trust_remote_code`` needed).
     """
     config = get_preset(preset).with_overrides(**overrides)
     backbone_kwargs = dict(config.backbone_kwargs)
@@ -75,6 +79,25 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
         default_prompt_name=default_prompt_name,
     )
     return model
+
+
+def load_model(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> SentenceTransformer:
+    """Load a saved st_unirep model (or any sentence-transformers model) without running code from its folder.
+
+    ``SentenceTransformer(path)`` refuses st_unirep's modules (sentence-transformers 6 imports a ``modules.json``
+    class outside its own package only with ``trust_remote_code=True``), and with ``trust_remote_code=True`` it also
+    imports any ``*.py`` the folder's ``modules.json`` names. Here st_unirep's own classes (:data:`MODULE_CLASSES`)
+    come from the installed package, and anything else still needs ``trust_remote_code=True``, which stays off unless
+    you pass it for a model whose code you trust.
+
+    Args:
+        path: A model folder or hub id.
+        trust_remote_code: Allow classes and model code from outside sentence-transformers and st_unirep.
+        **kwargs: Passed to ``SentenceTransformer`` (``device``, ``truncate_dim``, ``model_kwargs``, ...).
+    """
+    return st_load_with_module_classes(
+        SentenceTransformer, str(path), MODULE_CLASSES, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]:

@@ -94,6 +94,43 @@ def test_st_truncates_after_the_pipeline_and_renormalises_only_when_asked(tiny_m
     assert tiny_model.encode is installed and isinstance(installed, _compat._UnitNormEncode)
 
 
+def test_the_encode_guard_sees_the_inputs_the_output_value_and_the_result(tiny_model):
+    """install_unit_norm_encode(model, guard): the guard gets the model, the caller's inputs and ``output_value``,
+    and a ``run`` that is the real ``encode``; a second install keeps the wrapper and swaps the guard; pickles keep
+    the guard."""
+    import pickle
+
+    from st_unirep.modules.encode_guard import guard_encode
+
+    assert pickle.loads(pickle.dumps(tiny_model)).encode._guard is guard_encode  # as MatryoshkaNormalize installs it
+    seen = []
+
+    def guard(model, inputs, output_value, run):
+        seen.append((model, inputs, output_value))
+        return run()
+
+    installed = tiny_model.encode
+    _compat.install_unit_norm_encode(tiny_model, guard)
+    assert tiny_model.encode is installed
+    out = tiny_model.encode(TEXTS, truncate_dim=16)
+    assert seen == [(tiny_model, TEXTS, "sentence_embedding")] and out.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+
+
+def test_st_loads_listed_module_classes_without_the_flag_and_gates_the_rest(tiny_model, tmp_path):
+    """st_load_with_module_classes: ``BaseModel._load_with_module_classes`` takes the listed ``modules.json`` types
+    from the mapping with ``trust_remote_code=False``, and any other type outside sentence_transformers still meets
+    ST's gate."""
+    assert "self._module_classes.get(class_ref)" in inspect.getsource(BaseModel._load_module_class_from_ref)
+    tiny_model.save(str(tmp_path))
+    classes = {f"{type(m).__module__}.{type(m).__qualname__}": type(m) for m in tiny_model}
+    loaded = _compat.st_load_with_module_classes(SentenceTransformer, str(tmp_path), classes)
+    assert [type(m) for m in loaded] == [type(m) for m in tiny_model] and not loaded.trust_remote_code
+    np.testing.assert_allclose(loaded.encode(TEXTS), tiny_model.encode(TEXTS), atol=1e-6)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        _compat.st_load_with_module_classes(SentenceTransformer, str(tmp_path), {})
+
+
 def test_st_renders_one_input_as_messages_and_still_drops_conversations_in_mixed_batches(tiny_model):
     """st_render_as_messages: ``input_formatter.parse_inputs`` / ``batch_to_message`` render one input as ST does;
     and the ST 6.2 bug ``Backbone.preprocess`` works around is still there (when this fails, the workaround can go)."""

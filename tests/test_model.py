@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sentence_transformers import SentenceTransformer
 
 from st_unirep import build_model, calibrated_similarity
@@ -253,3 +254,164 @@ def test_identity_head_starts_as_the_pretrained_mean_pooled_encoder(tmp_path):
         build_model(bert, "viuniembed", output_dim=16, head_init="identity")
     with pytest.raises(ValueError, match="head_init must be 'random' or 'identity'"):
         build_model(bert, "viuniembed", output_dim=32, head_init="zeros")
+
+
+# ------------------------------------------------------------------------------------ faults and bad inputs in encode
+def _corrupt(folder, marker: str) -> None:
+    """Overwrite the weights of ``folder``'s model.safetensors whose name contains ``marker`` with NaN."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    weights = load_file(path)
+    names = [name for name in weights if marker in name]
+    assert names, sorted(weights)[:10]
+    for name in names:
+        weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, path, metadata={"format": "pt"})
+
+
+def test_corrupt_weights_make_encode_refuse_naming_the_inputs(tiny_model, tmp_path):
+    """A checkpoint whose vision tower holds NaN loads without a word; encode must not hand back NaN vectors."""
+    from st_unirep.model import load_model
+
+    tiny_model.save(str(tmp_path))
+    _corrupt(tmp_path, "patch_embed")
+    model = load_model(tmp_path)
+    assert np.isfinite(model.encode(TEXTS[:2])).all()  # text never reaches the vision tower
+    for kwargs in ({}, {"convert_to_tensor": True}, {"convert_to_numpy": False}, {"batch_size": 1}):
+        with pytest.raises(ValueError) as raised:
+            model.encode([TEXTS[0], IMAGES[0], TEXTS[1], {"text": "a caption", "image": IMAGES[1]}], **kwargs)
+        message = str(raised.value)
+        assert message.startswith(
+            "encode produced non-finite (NaN or inf) embeddings for 2 of 4 input(s): "
+            "inputs[1] <PIL.Image.Image image mode=RGB size=96x64 at "
+        ), message
+        assert "; inputs[3] {'text': 'a caption', 'image': <PIL.Image.Image" in message
+        assert "check its weights for NaN/inf (a corrupt or half-written checkpoint)" in message
+    with pytest.raises(
+        ValueError, match=r"for 1 of 1 input\(s\): the input <PIL.Image.Image image mode=RGB size=96x64"
+    ):
+        model.encode(IMAGES[0])
+    with pytest.raises(ValueError, match=r"Embeddings must be finite; non-finite rows: a \[0\], b \[\]"):
+        calibrated_similarity(np.array([[np.nan, 1.0]]), np.array([[1.0, 0.0]]))
+
+
+def _bad_input_cases(tmp_path):
+    from tests.modules.test_inputs import png_header
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(20000, 20000))
+    unreadable = tmp_path / "my photo.jpg"
+    unreadable.write_bytes(b"not a jpeg")
+    return [
+        (
+            Image.new("RGB", (0, 0)),
+            r"Input <PIL.Image.Image image mode=RGB size=0x0 at .*>: image has zero size \(0x0\); "
+            r"expected at least 1x1 pixels",
+        ),
+        (
+            str(bomb),
+            r"Input '.*: image file '.*bomb.png' has 400,000,000 pixels, above the limit "
+            r"89,478,485 \(PIL decompression-bomb guard, PIL.Image.MAX_IMAGE_PIXELS\); resize it first",
+        ),
+        (str(unreadable), r"Input '.*: cannot read image file '.*my photo.jpg'"),
+        (str(tmp_path / "missing photo.png"), r"Input '.*: image file '.*missing photo.png' does not exist"),
+        ([{"role": "robot", "content": "hi"}], r"Message 0 of input .*: field 'role' is 'robot'; expected one of"),
+        (
+            [{"role": "assistant", "content": "hi"}],
+            r"Input .*: the conversation has no 'user' turn \(roles \['assistant'\]\)",
+        ),
+        ("\u200b\u200b", r"Input '\\u200b\\u200b' is empty after removing invisible format characters"),
+    ]
+
+
+def test_bad_inputs_raise_value_errors_naming_their_position(tiny_model, tmp_path):
+    for bad, message in _bad_input_cases(tmp_path):
+        for batch_size in (1, 8):  # encode sorts inputs by length: the position must be the caller's
+            with pytest.raises(ValueError, match=rf"^inputs\[2\]: {message}"):
+                tiny_model.encode(["fine text", IMAGES[0], bad, "more text"], batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"^Input <PIL.Image.Image image mode=RGB size=0x0"):
+        tiny_model.encode(Image.new("RGB", (0, 0)))  # a single input has no position
+
+
+def test_image_paths_with_spaces_get_the_image_checks_and_load(tiny_model, tmp_path):
+    path = tmp_path / "my photo.png"
+    IMAGES[1].save(path)
+    np.testing.assert_allclose(tiny_model.encode([str(path)]), tiny_model.encode([IMAGES[1]]), atol=1e-6)
+
+
+def test_encode_makes_no_network_request_for_urls(tiny_model, monkeypatch):
+    """Strings that look like URLs are never fetched: image URLs are refused, other URLs are text."""
+    import socket
+    import urllib.request
+
+    requests: list = []
+
+    def refuse(*args, **kwargs):
+        requests.append(args)
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    for image_url in ("http://127.0.0.1:9/x.png?size=2", "https://example.com/cat.jpg"):
+        for item in (image_url, {"text": "a cat", "image": image_url}):
+            with pytest.raises(ValueError, match=r"is an image URL; st_unirep never downloads .* local file path"):
+                tiny_model.encode(["fine text", item])
+    texts = ["https://example.com/about", "https://www.youtube.com/watch?v=abc", "http://127.0.0.1:9/clip.mp4"]
+    np.testing.assert_allclose(tiny_model.encode(texts), tiny_model.encode([{"text": t} for t in texts]), atol=1e-6)
+    assert requests == []
+
+
+def test_data_uris_are_decoded_and_checked_like_files(tiny_model):
+    import base64
+    import io
+
+    from tests.modules.test_inputs import png_header
+
+    buffer = io.BytesIO()
+    IMAGES[0].save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    np.testing.assert_allclose(tiny_model.encode([uri]), tiny_model.encode([IMAGES[0]]), atol=1e-6)
+    bomb = "data:image/png;base64," + base64.b64encode(png_header(20000, 20000)).decode()
+    with pytest.raises(
+        ValueError, match=r"^inputs\[1\]: Input 'data:image/png;base64,.*: data URI has 400,000,000 pixels"
+    ):
+        tiny_model.encode(["fine text", bomb])
+
+
+# ------------------------------------------------------------------------------------ loading without remote code
+def _evil_folder(folder, marker, modules: list | None = None):
+    """A model folder whose modules.json names ``evil.Evil``, defined in the folder's evil.py, which writes
+    ``marker`` when imported."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n\n"
+        "from sentence_transformers.base.modules import Module\n\n\nclass Evil(Module):\n    pass\n"
+    )
+    modules = list(modules or [])
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": "evil", "type": "evil.Evil"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return folder
+
+
+def test_load_model_loads_st_unirep_models_without_trust_remote_code(tiny_model, tmp_path):
+    from st_unirep.model import load_model
+
+    tiny_model.save(str(tmp_path))
+    model = load_model(tmp_path, truncate_dim=16)
+    assert not model.trust_remote_code
+    np.testing.assert_allclose(model.encode(TEXTS), tiny_model.encode(TEXTS, truncate_dim=16), atol=1e-6)
+
+
+def test_code_in_the_model_folder_never_runs_without_trust_remote_code(tiny_model, tmp_path):
+    from st_unirep.model import load_model
+
+    marker = tmp_path / "evil-ran"
+    tiny_model.save(str(tmp_path / "model"))
+    ours = json.loads((tmp_path / "model" / "modules.json").read_text())
+    for folder in (_evil_folder(tmp_path / "evil", marker), _evil_folder(tmp_path / "model", marker, ours)):
+        with pytest.raises(ValueError, match=r"(?s)references the module class .evil.Evil.*trust_remote_code=True"):
+            load_model(folder)
+        assert not marker.exists()

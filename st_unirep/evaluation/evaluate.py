@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,14 @@ import numpy as np
 
 from st_unirep.calibration import find_calibration
 from st_unirep.evaluation import metrics
-from st_unirep.evaluation.datasets import PairData, RetrievalData, discover
+from st_unirep.evaluation.datasets import (
+    PairData,
+    RetrievalData,
+    discover,
+    read_image_retrieval,
+    read_pairs,
+    read_text_retrieval,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -138,55 +147,107 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate ``model`` (an st_unirep or any sentence-transformers model) on every dataset under ``root``.
 
+    Each dataset is read and evaluated on its own: one that fails (a malformed file, a corrupt image, an encode
+    error) is logged and listed in ``results["_meta"]["failed"]`` as ``{dataset: "ErrorType: message"}``, and the
+    others are still evaluated.
+
     Returns ``(results, artifacts)``: ``results[name]`` maps metric keys to values at full width, plus
     ``results[name]["dim_<d>"]`` for each truncation and ``results[name]["health"]``; ``results["_meta"]`` has the
-    model, split, dims and time. ``artifacts`` holds the reliability curves and threshold tables for the report.
+    model, split, dims, time and the failed datasets. ``artifacts`` holds the reliability curves and threshold
+    tables for the report.
     """
     start = time.time()
     width = model.get_embedding_dimension()
     dims = [d for d in (default_dims(width) if dims is None else dims) if d < width]
     results: dict[str, Any] = {}
     artifacts: dict[str, Any] = {}
-    query_prompt, document_prompt = prompt_names(model)
+    failed: dict[str, str] = {}
+    prompts = prompt_names(model)
     calibration = find_calibration(model)
-    for data in discover(root, split):
-        if isinstance(data, RetrievalData) and data.image_corpus and not _supports_images(model):
-            logger.info("Skipping %s: the model has no image modality", data.name)
+    for name, read in dataset_readers(root, split):
+        try:
+            data = read()
+            if isinstance(data, RetrievalData) and data.image_corpus and not _supports_images(model):
+                logger.info("Skipping %s: the model has no image modality", name)
+                continue
+            logger.info("Evaluating %s (%s)", name, data.kind)
+            scored = _evaluate_one(model, data, dims, batch_size, prompts, calibration, show_progress_bar)
+        except Exception as error:  # one bad dataset or image must not throw away the results of the others
+            failed[name] = f"{type(error).__name__}: {error}"
+            logger.error("Evaluating %s failed: %s", name, failed[name], exc_info=logger.isEnabledFor(logging.DEBUG))
             continue
-        logger.info("Evaluating %s (%s)", data.name, data.kind)
-        if isinstance(data, PairData):
-            a = encode_texts(model, data.sentences1, batch_size, query_prompt, show_progress_bar)
-            b = encode_texts(model, data.sentences2, batch_size, query_prompt, show_progress_bar)
-            results[data.name], artifacts[data.name] = _pair_metrics(data, a, b, calibration)
-            for dim in dims:
-                results[data.name][f"dim_{dim}"] = _pair_metrics(
-                    data, metrics.truncate(a, dim), metrics.truncate(b, dim), calibration
-                )[0]
-            anchors, positives = a, b
-        else:
-            q = encode_texts(model, data.queries, batch_size, query_prompt, show_progress_bar)
-            corpus_prompt = None if data.image_corpus else document_prompt
-            c = encode_texts(model, data.corpus, batch_size, corpus_prompt, show_progress_bar)
-            results[data.name] = _retrieval_metrics(data, q, c)
-            if not data.image_corpus:
-                rerank, artifacts[data.name] = _rerank_pairs(data, q, c, calibration)
-                results[data.name] |= rerank
-            else:
-                artifacts[data.name] = {"thresholds": _rerank_pairs(data, q, c)[1]["thresholds"]}
-            for dim in dims:
-                results[data.name][f"dim_{dim}"] = _retrieval_metrics(
-                    data, metrics.truncate(q, dim), metrics.truncate(c, dim)
-                )
-            anchors, positives = q, c[[min(r) for r in data.relevant]]
-        if anchors.shape[0] >= 2:
-            results[data.name]["health"] = metrics.embedding_health(anchors, positives)
+        results[name], artifacts[name] = scored
     results["_meta"] = {
         "model": model_name,
         "split": split,
         "width": width,
         "dims": dims,
-        "prompts": [query_prompt, document_prompt],
+        "prompts": list(prompts),
         "calibration_profiles": calibration.names if calibration is not None else [],
         "seconds": round(time.time() - start, 1),
+        "failed": failed,
     }
+    return results, artifacts
+
+
+def dataset_readers(root: str | Path, split: str) -> list[tuple[str, Callable[[], PairData | RetrievalData]]]:
+    """``(name, read)`` for each dataset folder under ``root`` that has the ``split``, in folder-name order, as
+    :func:`~st_unirep.evaluation.datasets.discover` finds them; ``read()`` reads one, so a malformed dataset raises
+    on its own. A missing root or a root without the split raises as ``discover`` does."""
+    root = Path(root)
+    if not root.is_dir():
+        discover(root, split)  # raises its FileNotFoundError naming the root
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    readers = [(folder.name, read) for folder in folders if (read := _reader(folder, split)) is not None]
+    if not readers:
+        discover(root, split)  # raises its ValueError: no dataset with the split
+    return readers
+
+
+def _reader(folder: Path, split: str) -> Callable[[], PairData | RetrievalData] | None:
+    """The reader of one dataset folder for ``split`` (the layout rules of ``discover``), or None if it has none.
+
+    Kept in step with ``datasets.discover``, whose loop body this is; it belongs there as ``read_dataset``.
+    """
+    name, split_dir = folder.name, folder / split
+    if (folder / f"{split}.jsonl").is_file():
+        return functools.partial(read_pairs, folder / f"{split}.jsonl", name)
+    if (split_dir / "queries.jsonl").is_file():
+        return functools.partial(read_text_retrieval, split_dir, name)
+    if (split_dir / "captions.jsonl").is_file():
+        return functools.partial(read_image_retrieval, split_dir / "captions.jsonl", name, "caption")
+    if (split_dir / "manifest.jsonl").is_file():
+        return functools.partial(read_image_retrieval, split_dir / "manifest.jsonl", name, "full_text")
+    return None
+
+
+def _evaluate_one(
+    model, data: PairData | RetrievalData, dims: list[int], batch_size: int, prompts, calibration, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every metric of one dataset at full width and each truncation in ``dims``, and its artifacts."""
+    query_prompt, document_prompt = prompts
+    if isinstance(data, PairData):
+        a = encode_texts(model, data.sentences1, batch_size, query_prompt, progress)
+        b = encode_texts(model, data.sentences2, batch_size, query_prompt, progress)
+        results, artifacts = _pair_metrics(data, a, b, calibration)
+        for dim in dims:
+            results[f"dim_{dim}"] = _pair_metrics(
+                data, metrics.truncate(a, dim), metrics.truncate(b, dim), calibration
+            )[0]
+        anchors, positives = a, b
+    else:
+        q = encode_texts(model, data.queries, batch_size, query_prompt, progress)
+        corpus_prompt = None if data.image_corpus else document_prompt
+        c = encode_texts(model, data.corpus, batch_size, corpus_prompt, progress)
+        results = _retrieval_metrics(data, q, c)
+        if not data.image_corpus:
+            rerank, artifacts = _rerank_pairs(data, q, c, calibration)
+            results |= rerank
+        else:
+            artifacts = {"thresholds": _rerank_pairs(data, q, c)[1]["thresholds"]}
+        for dim in dims:
+            results[f"dim_{dim}"] = _retrieval_metrics(data, metrics.truncate(q, dim), metrics.truncate(c, dim))
+        anchors, positives = q, c[[min(r) for r in data.relevant]]
+    if anchors.shape[0] >= 2:
+        results["health"] = metrics.embedding_health(anchors, positives)
     return results, artifacts

@@ -142,10 +142,12 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
     meta = results["_meta"]
     names = [n for n in results if n != "_meta"]
     used = [c for c in COLUMNS if any(c in results[n] for n in names)]
+    failed = meta.get("failed") or {}
     lines = [
         f"# Evaluation of `{model_name}`",
         "",
-        f"Split `{meta['split']}`, width {meta['width']}, truncations {meta['dims']}, {meta['seconds']} s.",
+        f"Split `{meta['split']}`, width {meta['width']}, truncations {meta['dims']}, {meta['seconds']} s."
+        + (f" **{len(failed)} dataset(s) failed** (see Failed datasets below)." if failed else ""),
         "",
         "| dataset | " + " | ".join(used) + " |",
         "|---|" + "---|" * len(used),
@@ -194,5 +196,18 @@ def write_report(results: dict[str, Any], artifacts: dict[str, Any], output: str
                 f"| {name} | {health['std']:.4f} | {health['sim_p50']:.3f} | {health['sim_p95']:.3f} | "
                 f"{health['pos_neg_gap']:.3f} |"
             )
+    lines += failures_section(meta.get("failed") or {})
     (output / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return output / "report.md"
+
+
+def failures_section(failed: dict[str, str]) -> list[str]:
+    """The report's list of the datasets that could not be evaluated and why (nothing when none failed)."""
+    if not failed:
+        return []
+    lines = ["", "## Failed datasets", "", f"{len(failed)} dataset(s) could not be evaluated; the tables above leave"]
+    lines += ["them out.", "", "| dataset | error |", "|---|---|"]
+    for name, error in failed.items():
+        cell = " ".join(error.split()).replace("|", "\\|")
+        lines.append(f"| {name} | {cell[:500]} |")
+    return lines

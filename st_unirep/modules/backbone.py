@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoProcessor
 
 from st_unirep import _compat
 from st_unirep.modules.inputs import (
+    InputError,
     estimate_length,
     fit_to_budget,
     image_size,
@@ -77,10 +78,11 @@ class Backbone(Transformer):
       ``max_pixels`` (pixels per image after resizing; each 28×28 block is one visual token), and
       ``gradient_checkpointing``.
     * **Input checks** before anything reaches the processor: each bad input raises a ``ValueError`` naming it.
-      A string with no whitespace ending in an image extension is read as an image path and must exist (wrap
-      text such as ``"photo.jpg"`` as ``{"text": "photo.jpg"}`` to embed it as text); ``pathlib.Path`` is always
-      an image; grayscale, palette, CMYK and 16-bit images become RGB, transparent ones are composited on white
-      (the input kinds and their checks: :mod:`st_unirep.modules.inputs`).
+      A one-line string ending in an image extension (spaces allowed) is read as an image path and must exist
+      (wrap text such as ``"photo.jpg"`` as ``{"text": "photo.jpg"}`` to embed it as text); ``pathlib.Path`` is
+      always an image; ``data:image/...;base64,`` URIs are decoded and checked like files; image URLs are refused
+      (nothing is downloaded); grayscale, palette, CMYK and 16-bit images become RGB, transparent ones are
+      composited on white (the input kinds and their checks: :mod:`st_unirep.modules.inputs`).
 
     Args:
         model_name_or_path: A Qwen2-VL checkpoint folder or hub id, or any model ST's ``Transformer`` loads.
@@ -169,7 +171,7 @@ class Backbone(Transformer):
                 f"The backbone is a vision-language model ({self.config.model_type}) but its processor "
                 f"({type(self.processor).__name__}) has no image processor: images would be embedded as a bare "
                 "placeholder token without pixels. Load it through st_unirep (build_model, or "
-                "SentenceTransformer(path, trust_remote_code=True)) so Qwen2VLImageTextProcessor is used."
+                "st_unirep.model.load_model(path)) so Qwen2VLImageTextProcessor is used."
             )
 
     def _add_prefix_tokens(self, tokens: list[str]) -> None:
@@ -216,12 +218,19 @@ class Backbone(Transformer):
         return super().preprocess(checked, prompt=prompt, **kwargs)
 
     def _check_input(self, item: Any) -> Any:
-        """Validate one input and load its images (RGB, within the pixel budget); raise ValueError naming the input.
+        """Validate one input and load its images (RGB, within the pixel budget); raise an
+        :class:`~st_unirep.modules.inputs.InputError` (a ValueError) naming the input and carrying it, so that
+        ``encode`` can add its position (:mod:`~st_unirep.modules.encode_guard`).
 
         The checks and the input kinds are :func:`~st_unirep.modules.inputs.parse_input`'s.
         """
-        parsed = parse_input(item, vision=self.is_vision_model)
-        return parsed.rebuild([self._load(image, parsed.original) for image in parsed.images])
+        try:
+            parsed = parse_input(item, vision=self.is_vision_model)
+            return parsed.rebuild([self._load(image, parsed.original) for image in parsed.images])
+        except InputError:
+            raise
+        except ValueError as error:
+            raise InputError(item, str(error)) from error.__cause__
 
     def _load(self, image: Any, original: Any) -> Image.Image:
         """:func:`~st_unirep.modules.inputs.load_image`, then down to the pixel budget (:meth:`_fit_to_budget`)."""
@@ -267,10 +276,20 @@ class Backbone(Transformer):
         return estimate_length(parsed, self._image_tokens)
 
     def _image_tokens(self, image: Any) -> int:
-        """Visual tokens of an image or image path under the pixel budget; 0 if it cannot be read."""
+        """Visual tokens of an image or image path under the pixel budget; 0 if it cannot be read (a missing or
+        corrupt file, a 0×0 image, one over PIL's decompression-bomb limit, a URL): its own error comes when the
+        batch is built."""
         try:
             return self.visual_tokens_per_image(*image_size(image))
-        except (OSError, ValueError, TypeError, AttributeError, UnidentifiedImageError):
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            ZeroDivisionError,
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+        ):
             return 0
 
     # ------------------------------------------------------------------ info

@@ -9,20 +9,34 @@ its image references (in order), with a way to put loaded images back. The backb
 - the pixel budget: :func:`budget_size` / :func:`visual_tokens` (Qwen2-VL's ``smart_resize``), used both to count
   visual tokens and to shrink a large image on load (:func:`fit_to_budget`).
 
-Input kinds (:data:`InputKind`): ``"text"`` (a non-empty ``str``); ``"image"`` (a PIL image, a ``pathlib.Path``, or,
-for a vision backbone, a ``str`` with no whitespace ending in an image extension); ``"conversation"`` (chat messages:
-a list of ``{"role", "content"}`` dicts, or one such dict); ``"multimodal"`` (a dict with ``"text"`` and/or
-``"image"``, the latter one image or a non-empty list of them).
+Input kinds (:data:`InputKind`): ``"text"`` (a ``str`` with something visible in it); ``"image"`` (a PIL image, a
+``pathlib.Path``, or, for a vision backbone, an image reference string: one line ending in an image extension, spaces
+allowed, or a ``data:image/...;base64,`` URI); ``"conversation"`` (chat messages: a list of ``{"role", "content"}``
+dicts with roles ``system`` / ``user`` / ``assistant`` and at least one ``user`` turn, or one such dict);
+``"multimodal"`` (a dict with ``"text"`` and/or ``"image"``, the latter one image or a non-empty list of them).
+
+Text is empty when nothing is left after removing whitespace and invisible format characters (Unicode category
+``Cf``: zero-width spaces, BOMs, direction marks). Nothing here reads the network: an image URL
+(``http(s)://.../x.png``) is refused with the way to pass the image instead (load it yourself, or give a local path),
+any other string is text, and text goes to sentence-transformers as ``{"text": ...}`` so that its own input
+detection can never read it as a URL, a data URI or a file to open. ``data:`` image URIs are decoded here and get the
+same checks as files (size, the decompression-bomb limit, aspect ratio).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import math
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -32,14 +46,46 @@ from st_unirep._compat import smart_resize
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".tif", ".webp")
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize rejects anything wider than this
 CHARS_PER_VISUAL_TOKEN = 4  # the sort key's exchange rate: one visual token weighs about 4 characters of text
+ROLES = ("system", "user", "assistant")  # the roles of a conversation's messages (Qwen2-VL's chat template)
+URL_SCHEMES = ("http://", "https://")
+DATA_IMAGE_PREFIX = "data:image/"
+_DATA_URI = re.compile(r"data:image/[\w.+-]+;base64,(?P<payload>.*)", re.DOTALL)
 
 InputKind = Literal["text", "image", "conversation", "multimodal"]
+
+
+class InputError(ValueError):
+    """A bad input of ``encode``: the message names it; ``item`` is the input object itself, so that the encode
+    guard (:mod:`st_unirep.modules.encode_guard`) can add its position in the inputs (:meth:`at`)."""
+
+    def __init__(self, item: Any, message: str) -> None:
+        super().__init__(message)
+        self.item = item
+
+    def at(self, index: int) -> InputError:
+        """The same error, its message prefixed with the input's position, ``inputs[index]: ...``."""
+        return InputError(self.item, f"inputs[{index}]: {self}")
 
 
 def describe(value: Any) -> str:
     """``repr(value)``, cut to 80 characters: how error messages name an input."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has nothing visible: only whitespace and format characters (Unicode ``Cf``, e.g. U+200B)."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
+def is_image_url(text: str) -> bool:
+    """Whether a string is an ``http(s)`` URL (no whitespace) whose path ends in an image extension."""
+    if not text.lower().startswith(URL_SCHEMES) or any(ch.isspace() for ch in text):
+        return False
+    try:
+        return urlparse(text).path.lower().endswith(IMAGE_EXTENSIONS)
+    except ValueError:  # a malformed URL (e.g. "http://[x") is text
+        return False
 
 
 def is_messages(item: Any) -> bool:
@@ -53,8 +99,14 @@ def is_image_part(part: Any) -> bool:
 
 
 def looks_like_image_path(text: str) -> bool:
-    """Whether a string reads as an image path: no whitespace and an image file extension."""
-    return not any(ch.isspace() for ch in text) and text.lower().endswith(IMAGE_EXTENSIONS)
+    """Whether a string reads as an image path: one line ending in an image extension (spaces allowed:
+    ``"my photo.jpg"``). Text that ends so is embedded as text when wrapped, ``{"text": "see photo.jpg"}``."""
+    return "\n" not in text and "\r" not in text and text.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_image_reference(text: str) -> bool:
+    """Whether a string names an image: an image path, an image URL (refused on load) or a ``data:image/`` URI."""
+    return looks_like_image_path(text) or is_image_url(text) or text.startswith(DATA_IMAGE_PREFIX)
 
 
 def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -80,16 +132,21 @@ class ParsedInput:
 
 
 def parse_input(item: Any, *, vision: bool) -> ParsedInput:
-    """Name the kind of ``item`` and check its structure; raise a ValueError naming the input if it is bad.
+    """Name the kind of ``item`` and check its structure; raise a ValueError naming the input and field if it is bad.
 
     Args:
         item: One input of ``encode``.
         vision: Whether the backbone takes images; if not, image paths are text and images are an error.
     """
-    if isinstance(item, str) and not (vision and looks_like_image_path(item)):
-        if not item.strip():
-            raise ValueError(f"Input {item!r} is an empty string; expected non-empty text")
-        return ParsedInput("text", item, (item,), (), lambda loaded: item)
+    if isinstance(item, str) and not (vision and is_image_reference(item)):
+        if is_blank(item):
+            what = "an empty string" if not item.strip() else "empty after removing invisible format characters"
+            raise ValueError(
+                f"Input {describe(item)} is {what} (whitespace and Unicode category Cf, e.g. zero-width spaces, do not "
+                "count); expected non-empty text"
+            )
+        # Handed on as {"text": ...}: sentence-transformers would read a URL or data URI string as media to fetch.
+        return ParsedInput("text", item, (item,), (), lambda loaded: {"text": item})
     if isinstance(item, (str, Path, Image.Image)):
         if not vision:
             raise ValueError(f"Input {describe(item)} is an image but the backbone is text-only")
@@ -107,29 +164,75 @@ def parse_input(item: Any, *, vision: bool) -> ParsedInput:
     )
 
 
+def _check_text(value: Any, where: str, field: str) -> str:
+    """``value`` if it is a str with something visible in it, else a ValueError naming ``where`` and ``field``."""
+    if not isinstance(value, str) or is_blank(value):
+        raise ValueError(
+            f"{where}: {field!r} must be a non-empty string (whitespace and invisible format characters such as "
+            f"zero-width spaces do not count), got {describe(value)}"
+        )
+    return value
+
+
+def _check_roles(messages: list[dict[str, Any]], original: Any) -> None:
+    for index, message in enumerate(messages):
+        if message.get("role") not in ROLES:
+            raise ValueError(
+                f"Message {index} of input {describe(original)}: field 'role' is {message.get('role')!r}; expected "
+                f"one of {list(ROLES)}"
+            )
+    if not any(message["role"] == "user" for message in messages):
+        roles = [message["role"] for message in messages]
+        raise ValueError(
+            f"Input {describe(original)}: the conversation has no 'user' turn (roles {roles}); expected at least "
+            "one message with role 'user'"
+        )
+
+
+def _parse_parts(content: list[Any], where: str, *, vision: bool) -> tuple[list[Any], list[str], list[Any]]:
+    """The parts of a message's list content (without None values), its texts and its image references."""
+    if not content:
+        raise ValueError(f"{where}: 'content' is an empty list; expected text and/or image parts")
+    parts = [_without_none(part) if isinstance(part, dict) else part for part in content]
+    texts: list[str] = []
+    images: list[Any] = []
+    for number, part in enumerate(parts):
+        if is_image_part(part):
+            if not vision:
+                raise ValueError(f"{where} has an image but the backbone is text-only")
+            if "image" not in part:
+                raise ValueError(
+                    f"{where}, part {number}: field 'image' is missing in {describe(part)}; expected a PIL image or "
+                    "a local image path (st_unirep never downloads images: no 'url' parts)"
+                )
+            images.append(part["image"])
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            texts.append(_check_text(part.get("text"), f"{where}, part {number}", "text"))
+        else:
+            raise ValueError(
+                f"{where}, part {number}: {describe(part)} is not a text or image part; expected "
+                "{'type': 'text', 'text': str} or {'type': 'image', 'image': a PIL image or a local path}"
+            )
+    return parts, texts, images
+
+
 def _parse_conversation(messages: list[dict[str, Any]], original: Any, *, vision: bool, single: bool) -> ParsedInput:
+    _check_roles(messages, original)
     texts: list[str] = []
     images: list[Any] = []
     checked: list[dict[str, Any]] = []  # messages with list content get their parts without None values
-    for message in messages:
+    for index, message in enumerate(messages):
+        where = f"Message {index} of input {describe(original)}"
         content = message.get("content")
         if isinstance(content, str):
-            texts.append(content)
+            texts.append(_check_text(content, where, "content"))
             checked.append(message)
             continue
         if not isinstance(content, list):
-            raise ValueError(
-                f"Message {describe(message)} in input {describe(original)}: 'content' must be a str or a "
-                f"list of parts, got {type(content).__name__}"
-            )
-        parts = [_without_none(part) if isinstance(part, dict) else part for part in content]
-        for part in parts:
-            if is_image_part(part):
-                if not vision:
-                    raise ValueError(f"Input {describe(original)} has an image but the backbone is text-only")
-                images.append(part.get("image"))
-            elif isinstance(part, dict):
-                texts.append(str(part.get("text") or ""))
+            raise ValueError(f"{where}: 'content' must be a str or a list of parts, got {type(content).__name__}")
+        parts, part_texts, part_images = _parse_parts(content, where, vision=vision)
+        texts += part_texts
+        images += part_images
         checked.append({**message, "content": parts})
 
     def rebuild(loaded: list[Any]) -> Any:
@@ -160,10 +263,7 @@ def _parse_multimodal(item: dict[str, Any], *, vision: bool) -> ParsedInput:
         raise ValueError(f"Input {describe(item)} has unknown key(s) {sorted(unknown)}; expected 'text' and/or 'image'")
     texts: tuple[str, ...] = ()
     if "text" in item:
-        text = item["text"]
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Input {describe(item)}: 'text' must be a non-empty string, got {text!r}")
-        texts = (text,)
+        texts = (_check_text(item["text"], f"Input {describe(item)}", "text"),)
     images: tuple[Any, ...] = ()
     several = False
     if "image" in item:
@@ -191,31 +291,80 @@ def estimate_length(parsed: ParsedInput, image_tokens: Callable[[Any], int]) -> 
 
 # ---------------------------------------------------------------------------------------------- images
 def load_image(image: Any, original: Any) -> Image.Image:
-    """Open a path or check a PIL image; return an RGB image or raise a ValueError naming the input ``original``.
+    """Open a path or a ``data:image/`` URI, or check a PIL image; return an RGB image or raise a ValueError naming
+    the input ``original`` and what was expected.
 
-    Grayscale, palette, CMYK and 16-bit images become RGB; transparent ones are composited on white.
+    Grayscale, palette, CMYK and 16-bit images become RGB; transparent ones are composited on white. Files and data
+    URIs over ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's decompression-bomb limit) are refused before decoding;
+    image URLs are refused (nothing is downloaded).
     """
     where = f"Input {describe(original)}"
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ValueError(f"{where}: image file {str(path)!r} does not exist")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"{where}: cannot read image file {str(path)!r} ({error})") from error
+        image = _decode(image, where)
     elif not isinstance(image, Image.Image):
         raise ValueError(f"{where}: expected a PIL image or an image path, got {type(image).__name__}")
     width, height = image.size
     if width == 0 or height == 0:
-        raise ValueError(f"{where}: image has zero size ({width}x{height})")
+        raise ValueError(f"{where}: image has zero size ({width}x{height}); expected at least 1x1 pixels")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise ValueError(
             f"{where}: image aspect ratio {width}x{height} exceeds {MAX_ASPECT_RATIO}:1, which Qwen2-VL rejects"
         )
     return to_rgb(image)
+
+
+def _image_source(image: str | os.PathLike, where: str) -> tuple[str | io.BytesIO, str]:
+    """What ``Image.open`` reads for an image reference (a path, or the bytes of a data URI) and how to name it."""
+    text = os.fspath(image)
+    if isinstance(image, str) and is_image_url(text):
+        raise ValueError(
+            f"{where}: {text!r} is an image URL; st_unirep never downloads (encode makes no network requests). "
+            "Download the image and pass it as a PIL image (PIL.Image.open) or a local file path; to embed the URL "
+            "itself as text, pass {'text': url}"
+        )
+    if isinstance(image, str) and text.startswith("data:"):
+        match = _DATA_URI.fullmatch(text)
+        try:
+            payload = base64.b64decode(match["payload"], validate=True) if match else None
+        except (binascii.Error, ValueError):
+            payload = None
+        if payload is None:
+            raise ValueError(f"{where}: malformed data URI; expected 'data:image/<type>;base64,<base64 data>'")
+        return io.BytesIO(payload), "data URI"
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"{where}: image file {str(path)!r} does not exist")
+    return str(path), f"image file {str(path)!r}"
+
+
+def _decode(image: str | os.PathLike, where: str) -> Image.Image:
+    """Decode an image path or data URI, refusing images over PIL's decompression-bomb limit before decoding."""
+    source, name = _image_source(image, where)
+    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+    try:
+        opened = Image.open(source)  # reads the header only
+    except Image.DecompressionBombError as error:  # PIL's own check, at twice the limit: it names the size
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_many_pixels(int(found[1]) if found else None, where, name) from None
+    except unreadable as error:
+        raise ValueError(f"{where}: cannot read {name} ({error})") from error
+    with opened:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and opened.width * opened.height > limit:
+            raise _too_many_pixels(opened.width * opened.height, where, name)
+        try:
+            opened.load()
+        except unreadable as error:
+            raise ValueError(f"{where}: cannot read {name} ({error})") from error
+        return opened.copy()
+
+
+def _too_many_pixels(pixels: int | None, where: str, name: str) -> ValueError:
+    size = f"{pixels:,} pixels" if pixels is not None else "more pixels than twice the limit"
+    return ValueError(
+        f"{where}: {name} has {size}, above the limit {Image.MAX_IMAGE_PIXELS:,} (PIL decompression-bomb guard, "
+        "PIL.Image.MAX_IMAGE_PIXELS); resize it first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -236,10 +385,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def image_size(image: Any) -> tuple[int, int]:
-    """``(width, height)`` of a PIL image, or of an image file from its header (nothing is decoded)."""
+    """``(width, height)`` of a PIL image, or of an image file or data URI from its header (nothing is decoded).
+
+    Raises ValueError for what :func:`load_image` refuses before opening (URLs, missing files, bad data URIs)."""
     if isinstance(image, Image.Image):
         return image.size
-    with Image.open(image) as opened:
+    source, _ = _image_source(image, "image") if isinstance(image, (str, os.PathLike)) else (image, "")
+    with Image.open(source) as opened:
         return opened.size
 
 

@@ -16,8 +16,8 @@ class ScoreCalibration(Module):
 
     A module (the last of the pipeline) rather than a side file, so the profiles travel with the model the way
     everything else of a sentence-transformers model does: ``model.save`` writes them
-    (``<n>_ScoreCalibration/config.json``, plain JSON: no code, no pickle) and ``SentenceTransformer(path,
-    trust_remote_code=True)`` loads them. Any sentence-transformers model can carry one
+    (``<n>_ScoreCalibration/config.json``, plain JSON: no code, no pickle) and ``st_unirep.model.load_model(path)``
+    loads them. Any sentence-transformers model can carry one
     (``python -m st_unirep.calibrate`` appends it), so baselines are calibrated the same way.
 
     ``model.similarity`` stays the cosine: the map is strictly increasing, so every ranking (mteb, ST's evaluators,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -189,3 +190,76 @@ def test_profile_metrics_beside_the_seed_mapping():
     results, artifacts = _rerank_pairs(retrieval, np.eye(2), np.eye(2), calibration)
     assert results["ece"] == pytest.approx(0.25)  # (1 + 1 + 0.5 + 0.5 against 1, 1, 0, 0) / 4
     assert results["ece@qa"] < 2e-3
+
+
+def _evaluate_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "eval" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _break_two_datasets(root: Path) -> None:
+    """A malformed pair file (stsb_en) and a corrupt image (vicaption_vi); vnpara_vi and viquad_vi are fine."""
+    _jsonl(root / "stsb_en" / "dev.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 9}])
+    (root / "vicaption_vi" / "dev" / "images" / "1.jpg").write_bytes(b"not a jpeg")
+
+
+def test_one_failing_dataset_keeps_the_results_of_the_others(tiny_model, toy_root, tmp_path):
+    _break_two_datasets(toy_root)
+    results, artifacts = evaluate(tiny_model, toy_root, show_progress_bar=False)
+    assert set(results) == {"vnpara_vi", "viquad_vi", "_meta"}
+    assert {"ap", "dim_16"} <= set(results["vnpara_vi"]) and "r@1" in results["viquad_vi"]
+    failed = results["_meta"]["failed"]
+    assert list(failed) == ["stsb_en", "vicaption_vi"]
+    assert re.fullmatch(
+        r"DataError: .*stsb_en/dev.jsonl:1: field 'score': expected a number in \[0.0, 5.0\], got 9.0",
+        failed["stsb_en"],
+    )
+    assert re.fullmatch(
+        r"InputError: inputs\[\d\]: Input '.*: cannot read image file '.*1.jpg' \(.*\)", failed["vicaption_vi"]
+    )
+    report = write_report(results, artifacts, tmp_path / "out", "tiny").read_text()
+    assert "**2 dataset(s) failed** (see Failed datasets below)" in report
+    assert (
+        "## Failed datasets" in report
+        and "| stsb_en | DataError: " in report
+        and "| vicaption_vi | InputError: " in report
+    )
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["_meta"]["failed"] == failed and "vnpara_vi" in saved
+
+
+def test_evaluate_script_exits_non_zero_when_a_dataset_fails(tiny_model, toy_root, tmp_path):
+    tiny_model.save(str(tmp_path / "model"))
+    script = _evaluate_script()
+    arguments = ["--model", str(tmp_path / "model"), "--data", str(toy_root), "--truncate_dims", "16"]
+    assert script.main([*arguments, "--output", str(tmp_path / "ok")]) == 0
+    assert json.loads((tmp_path / "ok" / "results.json").read_text())["_meta"]["failed"] == {}
+    _break_two_datasets(toy_root)
+    assert script.main([*arguments, "--output", str(tmp_path / "broken")]) == 1
+    saved = json.loads((tmp_path / "broken" / "results.json").read_text())
+    assert sorted(saved["_meta"]["failed"]) == ["stsb_en", "vicaption_vi"] and "viquad_vi" in saved
+
+
+def test_evaluate_script_runs_no_model_folder_code_unless_asked(toy_root, tmp_path, monkeypatch):
+    from tests.test_model import _evil_folder
+
+    marker = tmp_path / "evil-ran"
+    folder = _evil_folder(tmp_path / "evil", marker)
+    script = _evaluate_script()
+    with pytest.raises(ValueError, match=r"(?s)references the module class 'evil.Evil'.*trust_remote_code=True"):
+        script.main(["--model", str(folder), "--data", str(toy_root), "--output", str(tmp_path / "out")])
+    assert not marker.exists()
+    asked = []
+
+    def load_model(path, **kwargs):
+        asked.append(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(script, "load_model", load_model)
+    with pytest.raises(RuntimeError, match="stop here"):
+        script.main(["--model", str(folder), "--data", str(toy_root), "--trust_remote_code"])
+    assert asked == [{"trust_remote_code": True}]
