@@ -35,6 +35,7 @@ from _common import BENCHMARKS_MD, command_line, machine_line, versions_line, wr
 from sentence_transformers import SentenceTransformer
 
 from checkout import data_root  # importable once _common has put the repository on sys.path
+from st_unirep.model import load_model
 from st_unirep.search import Corpus, SearchIndex
 from st_unirep.testing import minilm_path
 
@@ -224,7 +225,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.text_model:
-            text_model = SentenceTransformer(args.text_model, trust_remote_code=True)
+            text_model = load_model(args.text_model)
             width = text_model.get_embedding_dimension()
             viquad = _viquad(data / "viquad_vi" / args.split, text_model)
             distractors = _with_distractors(viquad, data / "vnpara_vi" / "train.jsonl", args.distractors, workdir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from st_unirep.model import build_model, calibrated_similarity
+from st_unirep.model import build_model, calibrated_similarity, load_model
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "calibrated_similarity"]
+__all__ = ["build_model", "calibrated_similarity", "load_model"]

@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> CalibrationProfile:
         parser.error(f"--profile must be a plain name, got {args.profile!r}")
     if not (Path(args.model) / "modules.json").is_file():
         parser.error(f"--model {args.model!r} is not a saved sentence-transformers model folder (no modules.json)")
-    from sentence_transformers import SentenceTransformer
+    from st_unirep.model import load_model
 
     sources = [{"path": p, "score_range": args.score_range} if args.score_range else p for p in args.data]
     try:
-        model = SentenceTransformer(args.model, trust_remote_code=True)
+        model = load_model(args.model)
         (profile,) = fit_profiles(model, {args.profile: sources}, dims=args.dims, batch_size=args.batch_size)
     except (DataError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
     output = run_training(config)
     if os.environ.get("RANK", "0") == "0":
         print(f"Saved the trained model to {output.resolve()}")
-        print(f"Load it with: SentenceTransformer({str(output)!r}, trust_remote_code=True)")
+        print(f"Load it with: st_unirep.load_model({str(output)!r})")
     return output
 
 

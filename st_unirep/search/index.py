@@ -23,6 +23,7 @@ except ImportError as error:  # an optional dependency: the rest of st_unirep wo
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
+from st_unirep.model import load_model as load_st_unirep_model
 from st_unirep.search.corpus import Corpus
 from st_unirep.search.corpus_item import CorpusItem
 from st_unirep.search.index_report import IndexReport
@@ -76,13 +77,14 @@ def _encode_failure(error: BaseException) -> str:
 
 
 def load_model(path: str | os.PathLike, *, trust_remote_code: bool = False) -> SentenceTransformer:
-    """``SentenceTransformer(path, trust_remote_code=trust_remote_code)``, with an error that says how to opt in.
+    """:func:`st_unirep.model.load_model` (st_unirep's own modules need no opt-in), with an error that says how to
+    opt in for a folder whose ``modules.json`` names foreign classes.
 
-    st_unirep never passes ``trust_remote_code=True`` on a user's behalf: a model folder whose ``modules.json``
-    names classes outside sentence-transformers loads only if the caller asks for it.
+    st_unirep never passes ``trust_remote_code=True`` on a user's behalf: foreign code loads only if the caller
+    asks for it.
     """
     try:
-        return SentenceTransformer(str(path), trust_remote_code=trust_remote_code)
+        return load_st_unirep_model(str(path), trust_remote_code=trust_remote_code)
     except ValueError as error:
         if trust_remote_code or "trust_remote_code" not in str(error):
             raise

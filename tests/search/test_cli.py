@@ -250,12 +250,11 @@ def test_the_cli_never_opts_into_remote_code_for_the_user(tmp_path, corpus_dir, 
     folder, _ = corpus_dir
     calls: list[bool] = []
 
-    class Recorder(index_module.SentenceTransformer):
-        def __new__(cls, path, **kwargs):
-            calls.append(kwargs["trust_remote_code"])
-            return search_model
+    def recorder(path, **kwargs):
+        calls.append(kwargs["trust_remote_code"])
+        return search_model
 
-    monkeypatch.setattr(index_module, "SentenceTransformer", Recorder)
+    monkeypatch.setattr(index_module, "load_st_unirep_model", recorder)
     index = str(tmp_path / "index")
     args = ["index", "--model", "some/model", "--corpus", str(folder), "--index", index, "--no-progress"]
     assert main(args) == 0
@@ -271,7 +270,7 @@ def test_the_cli_never_opts_into_remote_code_for_the_user(tmp_path, corpus_dir, 
             "to be run."
         )
 
-    monkeypatch.setattr(index_module, "SentenceTransformer", refuse)
+    monkeypatch.setattr(index_module, "load_st_unirep_model", refuse)
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err

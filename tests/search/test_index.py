@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -441,12 +443,11 @@ def test_an_index_of_format_1_can_be_queried_but_not_added_to(tmp_path, corpus_d
 def test_loading_a_model_path_never_opts_into_remote_code(tmp_path, search_model, search_model_path, monkeypatch):
     calls: list[dict] = []
 
-    class Recorder(index_module.SentenceTransformer):
-        def __new__(cls, path, **kwargs):
-            calls.append({"path": path, **kwargs})
-            return copy.deepcopy(search_model)
+    def recorder(path, **kwargs):
+        calls.append({"path": path, **kwargs})
+        return copy.deepcopy(search_model)
 
-    monkeypatch.setattr(index_module, "SentenceTransformer", Recorder)
+    monkeypatch.setattr(index_module, "load_st_unirep_model", recorder)
     SearchIndex(":memory:", search_model_path, create=True).close()
     SearchIndex(":memory:", search_model_path, create=True, trust_remote_code=True).close()
     assert calls == [
@@ -456,13 +457,18 @@ def test_loading_a_model_path_never_opts_into_remote_code(tmp_path, search_model
 
 
 def test_a_model_that_needs_remote_code_says_how_to_opt_in(tmp_path, search_model_path):
-    # Loads without the flag once st_unirep's modules need no trust_remote_code; until then the refusal says why.
-    try:
-        SearchIndex(":memory:", search_model_path, create=True).close()
-    except ValueError as error:
-        message = str(error)
-        assert message.startswith(f"Model {search_model_path!r} needs trust_remote_code to load, and st_unirep")
-        assert "pass --trust_remote_code (in Python: SearchIndex(..., trust_remote_code=True))" in message
+    # st_unirep's own modules load without the flag; a folder naming a foreign class is refused, saying how to opt in.
+    SearchIndex(":memory:", search_model_path, create=True).close()
+    foreign = tmp_path / "foreign"
+    shutil.copytree(search_model_path, foreign)
+    modules = json.loads((foreign / "modules.json").read_text())
+    modules[-1]["type"] = "evil.Evil"
+    (foreign / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError) as error:
+        SearchIndex(":memory:", str(foreign), create=True).close()
+    message = str(error.value)
+    assert message.startswith(f"Model {str(foreign)!r} needs trust_remote_code to load, and st_unirep")
+    assert "pass --trust_remote_code (in Python: SearchIndex(..., trust_remote_code=True))" in message
 
 
 def test_a_server_url_is_contacted_at_once_and_its_version_checked(caplog):
