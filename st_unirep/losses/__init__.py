@@ -1,4 +1,10 @@
-"""st_unirep's losses: per-task objectives, regularisers, Matryoshka weights and GradCache."""
+"""st_unirep's losses: per-task objectives, regularisers, Matryoshka and GradCache, composed by embeddings.
+
+A stack such as ``RegularizedLoss(model, MatryoshkaLoss(model, CachedLoss(task), dims))`` runs the model once per
+input column (in mini-batches under GradCache) and hands the embeddings to every layer's
+``compute_loss_from_embeddings``; every loss names its weighted terms with ``components(embeddings, labels)``.
+Training schedules talk to a loss only through the interfaces of :mod:`st_unirep.losses.schedulable`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,11 @@ from st_unirep.losses.calibrated_text_pair_loss import CalibratedTextPairLoss
 from st_unirep.losses.contrastive_triplet_loss import ContrastiveTripletLoss
 from st_unirep.losses.factory import build_loss
 from st_unirep.losses.instruction_loss import InstructionLoss
+from st_unirep.losses.loss_wrapper import LossWrapper
+from st_unirep.losses.matryoshka_loss import MatryoshkaLoss
 from st_unirep.losses.matryoshka_weights import quadratic_matryoshka_weights
 from st_unirep.losses.regularized_loss import RegularizedLoss
+from st_unirep.losses.schedulable import TaskWeighted, TemperatureScheduled, WeightScheduled
 from st_unirep.losses.uniformity_loss import UniformityLoss
 
 __all__ = [
@@ -21,8 +30,13 @@ __all__ = [
     "CalibratedTextPairLoss",
     "ContrastiveTripletLoss",
     "InstructionLoss",
+    "LossWrapper",
+    "MatryoshkaLoss",
     "RegularizedLoss",
+    "TaskWeighted",
+    "TemperatureScheduled",
     "UniformityLoss",
+    "WeightScheduled",
     "build_loss",
     "quadratic_matryoshka_weights",
 ]

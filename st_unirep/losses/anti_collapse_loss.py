@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative
+from st_unirep.losses._citations import UNIREP_M, VIUNIEMBED, cite
 from st_unirep.losses._functional import off_diagonal
 
 VARIANTS = ("mean", "max")
@@ -44,7 +45,9 @@ class AntiCollapseLoss(EmbeddingLoss):
         variant: ``"mean"`` or ``"max"``.
 
     References:
-        ../shared/seeds/002_* (ViUniEmbed), 001_* (UniRep-M, Defense 4).
+        ViUniEmbed ("ViUniEmbed: Unified Embedding and Reranking with a Single, Calibrated Multimodal Vector");
+        UniRep-M ("UniRep and UniRep-M: A Single Architecture for Unified Embedding and Reranking with Hierarchical
+        Matryoshka Learning"), Defense 4.
 
     Inputs:
         +------------------+--------+
@@ -69,11 +72,11 @@ class AntiCollapseLoss(EmbeddingLoss):
         check_variant(variant)
         self.weight, self.threshold, self.variant = weight, threshold, variant
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+    def components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         check_batch(type(self).__name__, embeddings, min_columns=1)
         penalties = [anti_collapse(column, self.threshold, self.variant) for column in embeddings]
-        return self.weight * torch.stack(penalties).mean()
+        return {"anti_collapse": self.weight * torch.stack(penalties).mean()}
 
     @property
     def citation(self) -> str:
-        return "ViUniEmbed / UniRep-M seed drafts (../shared/seeds/); no published citation."
+        return cite(VIUNIEMBED, UNIREP_M)

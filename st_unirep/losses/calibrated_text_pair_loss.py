@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
+from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive, check_scales
+from st_unirep.losses._citations import UNIREP, UNIREP_M, VIPOLYQWEN, cite
 from st_unirep.losses._functional import masked_symmetric_info_nce, symmetric_info_nce
 
 
@@ -64,7 +66,11 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             ``kl`` / ``rank`` compare the pairs of the local batch.
 
     References:
-        - ../shared/seeds/003_*, 004_* (viPolyQwen §4.2), 000_* (UniRep), 001_* (UniRep-M §5.1).
+        - viPolyQwen ("viPolyQwen: Synergizing Prefix-Guided Dynamic Loss Optimization and Attention Pooling for
+          Unified Multimodal Embeddings") §4.2.
+        - UniRep ("UniRep: A Unified Representation Architecture for Provably Stable Multimodal Learning").
+        - UniRep-M ("UniRep and UniRep-M: A Single Architecture for Unified Embedding and Reranking with
+          Hierarchical Matryoshka Learning") §5.1.
 
     Requirements:
         Pairs with graded scores; batch size >= 2 when kl, rank or nce is on.
@@ -163,6 +169,23 @@ class CalibratedTextPairLoss(EmbeddingLoss):
             {str(int(w)): nn.Parameter(torch.tensor([math.log(10.0), -5.0])) for w in logistic_widths}
         )
         self.gather_across_devices = gather_across_devices
+        self._configured_weights = {"mse": mse_weight, "rank": rank_weight}  # what a warm-up scales
+
+    def set_temperature(self, temperature: float) -> None:
+        """:math:`\\tau` of the InfoNCE term (a cooling schedule); :math:`\\tau_{kl}` stays."""
+        check_positive("nce_temperature", temperature)
+        self.nce_temperature = temperature
+
+    def scheduled_weights(self) -> dict[str, float]:
+        """α and β, the MSE and rank weights, warm up (ViUniEmbed Defense 2)."""
+        return dict(self._configured_weights)
+
+    def set_weight_scale(self, scales: Mapping[str, float]) -> None:
+        check_scales(type(self).__name__, scales, self._configured_weights)
+        if "mse" in scales:
+            self.mse_weight = self._configured_weights["mse"] * scales["mse"]
+        if "rank" in scales:
+            self.rank_weight = self._configured_weights["rank"] * scales["rank"]
 
     def target_scores(self, labels: Tensor | None) -> Tensor:
         """Labels mapped to [0, 1]; None, NaN or out-of-range labels raise (one host sync for all checks)."""
@@ -242,7 +265,7 @@ class CalibratedTextPairLoss(EmbeddingLoss):
 
     @property
     def citation(self) -> str:
-        return "viPolyQwen / UniRep / UniRep-M seed drafts (../shared/seeds/); no published citation."
+        return cite(VIPOLYQWEN, UNIREP, UNIREP_M)
 
     def get_config_dict(self) -> dict[str, Any]:
         return super().get_config_dict()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
-from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
+from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive, check_scales
+from st_unirep.losses._citations import UNIREP_M, VIPOLYQWEN, cite
 from st_unirep.losses._functional import hardest_negative_triplet, local_logits, symmetric_info_nce
 
 
@@ -28,7 +31,9 @@ class ContrastiveTripletLoss(EmbeddingLoss):
         gather_across_devices: Under DDP, both terms see every rank's candidates (world_size × B of them).
 
     References:
-        ../shared/seeds/003_*, 004_* (viPolyQwen §4.2), 001_* (UniRep-M §5.2).
+        viPolyQwen ("viPolyQwen: Synergizing Prefix-Guided Dynamic Loss Optimization and Attention Pooling for
+        Unified Multimodal Embeddings") §4.2; UniRep-M ("UniRep and UniRep-M: A Single Architecture for Unified
+        Embedding and Reranking with Hierarchical Matryoshka Learning") §5.2.
 
     Requirements:
         Batch size >= 2 (in-batch negatives).
@@ -69,6 +74,21 @@ class ContrastiveTripletLoss(EmbeddingLoss):
         check_non_negative("triplet_weight", triplet_weight)
         self.temperature, self.margin, self.triplet_weight = temperature, margin, triplet_weight
         self.gather_across_devices = gather_across_devices
+        self._configured_triplet_weight = triplet_weight  # what a warm-up scales (set_weight_scale)
+
+    def set_temperature(self, temperature: float) -> None:
+        """:math:`\\tau` of both terms (a cooling schedule)."""
+        check_positive("temperature", temperature)
+        self.temperature = temperature
+
+    def scheduled_weights(self) -> dict[str, float]:
+        """The hardest-negative term warms up (see ``training.schedules.LossScheduleCallback``)."""
+        return {"triplet": self._configured_triplet_weight}
+
+    def set_weight_scale(self, scales: Mapping[str, float]) -> None:
+        check_scales(type(self).__name__, scales, self.scheduled_weights())
+        if "triplet" in scales:
+            self.triplet_weight = self._configured_triplet_weight * scales["triplet"]
 
     def components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         check_batch(type(self).__name__, embeddings, min_columns=2)
@@ -93,7 +113,7 @@ class ContrastiveTripletLoss(EmbeddingLoss):
 
     @property
     def citation(self) -> str:
-        return "viPolyQwen / UniRep-M seed drafts (../shared/seeds/); no published citation."
+        return cite(VIPOLYQWEN, UNIREP_M)
 
 
 __all__ = ["ContrastiveTripletLoss"]

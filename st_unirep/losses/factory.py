@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 from torch import nn
 
 from st_unirep.losses.cached_loss import CachedLoss
 from st_unirep.losses.calibrated_text_pair_loss import CalibratedTextPairLoss
 from st_unirep.losses.contrastive_triplet_loss import ContrastiveTripletLoss
 from st_unirep.losses.instruction_loss import InstructionLoss
+from st_unirep.losses.matryoshka_loss import MatryoshkaLoss
 from st_unirep.losses.matryoshka_weights import quadratic_matryoshka_weights
 from st_unirep.losses.regularized_loss import RegularizedLoss
 from st_unirep.presets import Preset, get_preset
@@ -30,6 +30,9 @@ def build_loss(
     **overrides: Any,
 ) -> nn.Module:
     """``RegularizedLoss(MatryoshkaLoss(CachedLoss(task loss)))`` as the preset says, for ``task``.
+
+    The stack composes by embeddings: the model runs once per column and every layer works on those embeddings
+    (``MatryoshkaLoss`` is st_unirep's, which takes them, not sentence-transformers', which hides them).
 
     Args:
         model: The SentenceTransformer (its width bounds the Matryoshka dims).

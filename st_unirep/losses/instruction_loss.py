@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_non_negative, check_positive
+from st_unirep.losses._citations import VIPOLYQWEN, cite
 from st_unirep.losses._functional import symmetric_info_nce
 
 
@@ -19,7 +20,8 @@ class InstructionLoss(EmbeddingLoss):
         gather_across_devices: Under DDP, the InfoNCE term sees every rank's pairs.
 
     References:
-        ../shared/seeds/003_*, 004_* (viPolyQwen).
+        viPolyQwen ("viPolyQwen: Synergizing Prefix-Guided Dynamic Loss Optimization and Attention Pooling for
+        Unified Multimodal Embeddings") §4.2.
 
     Requirements:
         Batch size >= 2.
@@ -48,6 +50,11 @@ class InstructionLoss(EmbeddingLoss):
         check_non_negative("cos_weight", cos_weight)
         self.temperature, self.cos_weight, self.gather_across_devices = temperature, cos_weight, gather_across_devices
 
+    def set_temperature(self, temperature: float) -> None:
+        """:math:`\\tau` of the InfoNCE term (a cooling schedule)."""
+        check_positive("temperature", temperature)
+        self.temperature = temperature
+
     def components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         check_batch(type(self).__name__, embeddings, min_columns=2)
         a, b = embeddings[0], embeddings[1]
@@ -58,4 +65,4 @@ class InstructionLoss(EmbeddingLoss):
 
     @property
     def citation(self) -> str:
-        return "viPolyQwen seed drafts (../shared/seeds/); no published citation."
+        return cite(VIPOLYQWEN)

@@ -1,4 +1,4 @@
-"""Add the seeds' global regularisers to any task loss, on the same forward pass."""
+"""Add the seeds' global regularisers to any task loss, on the same embeddings (one forward per column)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sentence_transformers.base.losses.gradcache import uses_gradient_cache
-from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss as STMatryoshkaLoss
 from torch import Tensor, nn
 
-from st_unirep.losses._base import check_non_negative
+from st_unirep.losses._base import check_non_negative, loss_from_embeddings, summed
+from st_unirep.losses._citations import UNIREP, UNIREP_M, VIUNIEMBED, cite
 from st_unirep.losses.anti_collapse_loss import anti_collapse_from_similarities, check_variant
+from st_unirep.losses.loss_wrapper import LossWrapper
+from st_unirep.losses.matryoshka_loss import matryoshka_components
 from st_unirep.losses.uniformity_loss import uniformity_from_gram
 
 
@@ -25,32 +27,11 @@ def attention_entropy(attention: Tensor) -> Tensor:
     return -plogp.sum(-1).mean()
 
 
-class _RegularizedCalculateLoss:
-    """Decorates a GradCache loss's ``calculate_loss``: adds the embedding regularisers to the cached gradients.
-
-    The regularisers' gradients go into the embeddings' ``.grad`` next to the task loss's, so GradCache's replay
-    carries both. The returned value is the task loss alone; the regularisers' values are kept (detached) for
-    :class:`RegularizedLoss` to report, so the trainer's sum of components equals the total.
-    """
-
-    def __init__(self, fn, owner: RegularizedLoss) -> None:
-        self.fn = fn
-        self.owner = owner
-
-    def __call__(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False):
-        columns = [torch.cat(column) for column in reps]
-        terms = self.owner.embedding_terms(columns)
-        if terms and with_backward:
-            torch.stack(list(terms.values())).sum().backward()
-        self.owner._cached_terms = {name: value.detach() for name, value in terms.items()}
-        return self.fn(reps, labels, with_backward=with_backward)
-
-
-class RegularizedLoss(nn.Module):
-    r"""Wraps a task loss and adds the global regularisers on the *same* forward pass (no second forward):
+class RegularizedLoss(LossWrapper):
+    r"""Wraps a task loss and adds the global regularisers on the *same* embeddings (no second forward):
 
     .. math::
-        \mathcal{L} = \mathcal{L}_{task} + \gamma\,\mathcal{L}_{unif} + \lambda_{ac}\,\mathcal{L}_{ac}
+        \mathcal{L} = w_{task}\,\mathcal{L}_{task} + \gamma\,\mathcal{L}_{unif} + \lambda_{ac}\,\mathcal{L}_{ac}
             + \lambda_{orth}\,\lVert W W^\top - I \rVert_F^2 - \lambda_{ent}\,H(\alpha)
 
     - :math:`\mathcal{L}_{unif}` (:class:`UniformityLoss`, t = 2) and :math:`\mathcal{L}_{ac}`
@@ -61,28 +42,49 @@ class RegularizedLoss(nn.Module):
     - attention entropy: the mean entropy :math:`H` of the pooling weights that ``AttentionPooling`` writes to
       ``features["pooling_attention"]``, *subtracted* so that weight spreads over more than one token
       (UniRep §5.1). Not available under GradCache (its first pass keeps no graph), which raises.
+    - :math:`w_{task}` = 1 unless a dynamic task-weighting schedule sets it (:meth:`set_task_weight`).
 
-    The embeddings and attention weights are read with a forward hook on the model while the task loss runs.
+    Composition: ``forward`` runs the model once per input column and keeps each column's output features. The
+    ``sentence_embedding`` of every column goes to the task loss's ``compute_loss_from_embeddings`` and to the
+    regularisers' formulas (one Gram matrix for both); the ``pooling_attention`` of the same outputs goes to the
+    entropy term. No hook, no second forward, and no merged forward: a sentence-transformers loss that would
+    embed its candidate columns in one call (``MultipleNegativesRankingLoss`` in ST 6) gets them as separate
+    columns here, so anti-collapse never mixes positives with negatives. Under :class:`MatryoshkaLoss` the task
+    loss sees every prefix width of those embeddings; the regularisers see the full width once. With a
+    :class:`CachedLoss` in the stack the whole objective above (less the orthogonality term, which reads weights,
+    not embeddings) is what GradCache computes on the full batch, so every term's gradient travels through its
+    replay. sentence-transformers' own ``MatryoshkaLoss`` is composed the same way from its public dims, weights
+    and inner loss (never through its ``forward``), except around a gradient-caching loss (its ``__init__`` has
+    already rebound that loss's ``calculate_loss``), which raises: use :class:`MatryoshkaLoss` there.
+
     ``forward`` returns a dict of the weighted components (``task``, ``uniformity``, …), which
-    ``SentenceTransformerTrainer`` sums and logs one by one. Put it outermost:
-    ``RegularizedLoss(model, MatryoshkaLoss(model, task, dims))`` regularises the full-width embeddings once.
+    ``SentenceTransformerTrainer`` sums and logs one by one; :meth:`components` gives the same dict from
+    embeddings. Put it outermost: ``RegularizedLoss(model, MatryoshkaLoss(model, task, dims))``.
 
     Args:
         model: The SentenceTransformer.
-        loss: The task loss (any ST loss; also ``MatryoshkaLoss`` and :class:`CachedLoss` around one).
+        loss: The task loss: any loss with ``compute_loss_from_embeddings`` (ours, or sentence-transformers'),
+            possibly inside :class:`MatryoshkaLoss` (or ST's) and :class:`CachedLoss`.
         uniformity: γ (>= 0).
         anti_collapse: λ_ac (>= 0).
         anti_collapse_variant: ``"mean"`` (ViUniEmbed) or ``"max"`` (UniRep-M Defense 4).
-        anti_collapse_threshold: δ.
+        anti_collapse_threshold: δ, a cosine in [-1, 1].
         orthogonality: λ_orth (>= 0).
         attention_entropy: λ_ent (>= 0).
         uniformity_t: t of the uniformity kernel.
 
     References:
-        ../shared/seeds/000_* (UniRep §5.1, §5.2), 001_* (UniRep-M), 002_* (ViUniEmbed).
+        UniRep ("UniRep: A Unified Representation Architecture for Provably Stable Multimodal Learning") §5.1, §5.2;
+        UniRep-M ("UniRep and UniRep-M: A Single Architecture for Unified Embedding and Reranking with Hierarchical
+        Matryoshka Learning"); ViUniEmbed ("ViUniEmbed: Unified Embedding and Reranking with a Single, Calibrated
+        Multimodal Vector"). Seed drafts by Nguyen Anh Nguyen (EraX, GMobile).
 
     Inputs:
         Those of the wrapped loss.
+
+    Relations:
+        sentence-transformers' ``GlobalOrthogonalRegularizationLoss`` is a regulariser of the same kind, composed
+        the same way (embed once, call each term's ``compute_loss_from_embeddings``, return a dict of terms).
 
     Example:
         ::
@@ -104,7 +106,7 @@ class RegularizedLoss(nn.Module):
         attention_entropy: float = 0.0,
         uniformity_t: float = 2.0,
     ) -> None:
-        super().__init__()
+        super().__init__(model, loss)
         for name, value in (
             ("uniformity", uniformity),
             ("anti_collapse", anti_collapse),
@@ -114,8 +116,10 @@ class RegularizedLoss(nn.Module):
         ):
             check_non_negative(name, value)
         check_variant(anti_collapse_variant)
-        self.model = model
-        self.loss = loss
+        if not -1.0 <= anti_collapse_threshold <= 1.0:
+            raise ValueError(
+                f"anti_collapse_threshold is a cosine and must be in [-1, 1], got {anti_collapse_threshold!r}"
+            )
         self.uniformity = uniformity
         self.anti_collapse = anti_collapse
         self.anti_collapse_variant = anti_collapse_variant
@@ -123,20 +127,39 @@ class RegularizedLoss(nn.Module):
         self.orthogonality = orthogonality
         self.attention_entropy = attention_entropy
         self.uniformity_t = uniformity_t
-        self._cached_terms: dict[str, Tensor] = {}
-        # Multiplies the task term; set by a dynamic task-weighting schedule (training.schedules.DynamicTaskWeighting).
+        # The TaskWeighted interface (st_unirep.losses.schedulable), for training.schedules.DynamicTaskWeighting.
         self.task_weight = 1.0
-        self.last_task_loss: Tensor | None = None  # detached task term of the latest forward (for such schedules)
-        self.calls = 0
-        self.uses_cache = uses_gradient_cache(loss)
-        if self.uses_cache:
-            if attention_entropy:
-                raise ValueError(
-                    "attention_entropy needs the pooling weights of a forward pass with gradients, which GradCache "
-                    "(CachedLoss) does not keep; set attention_entropy=0 or drop the caching"
-                )
-            target = loss.loss if isinstance(loss, MatryoshkaLoss) else loss
-            target.calculate_loss = _RegularizedCalculateLoss(target.calculate_loss, self)
+        self.last_task_loss: Tensor | None = None
+        self.task_loss_count = 0
+        if self.gradient_cache() is not None and attention_entropy:  # (also raises on a foreign GradCache loss)
+            raise ValueError(
+                "attention_entropy needs the pooling weights of a forward pass with gradients, which GradCache "
+                "(CachedLoss) does not keep; set attention_entropy=0 or drop the caching"
+            )
+
+    # --- schedules ---
+    def schedule_target(self) -> nn.Module:
+        return self.loss.loss if isinstance(self.loss, STMatryoshkaLoss) else self.loss
+
+    def set_task_weight(self, weight: float) -> None:
+        check_non_negative("task weight", weight)
+        self.task_weight = weight
+
+    # --- the terms, from embeddings ---
+    def task_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        """The wrapped loss (unweighted) on the model's embeddings, one ``(B, D)`` per column."""
+        if isinstance(self.loss, STMatryoshkaLoss):  # the same maths as its forward, from its public fields
+            matryoshka = self.loss
+            terms = matryoshka_components(
+                matryoshka.loss,
+                embeddings,
+                labels,
+                matryoshka.matryoshka_dims,
+                matryoshka.matryoshka_weights,
+                matryoshka.n_dims_per_step,
+            )
+            return summed(terms)
+        return loss_from_embeddings(self.loss, embeddings, labels)
 
     def embedding_terms(self, columns: list[Tensor]) -> dict[str, Tensor]:
         """Weighted uniformity and anti-collapse of full-width embeddings, one ``(B, d)`` per column."""
@@ -161,6 +184,7 @@ class RegularizedLoss(nn.Module):
         return terms
 
     def model_terms(self) -> dict[str, Tensor]:
+        """The weighted orthogonality penalty of the model's projection (reads weights, not embeddings)."""
         if not self.orthogonality:
             return {}
         penalties = [m.orthogonality_penalty() for m in self.model.modules() if hasattr(m, "orthogonality_penalty")]
@@ -168,47 +192,67 @@ class RegularizedLoss(nn.Module):
             raise ValueError("orthogonality > 0 but the model has no module with orthogonality_penalty()")
         return {"orthogonality": self.orthogonality * torch.stack(penalties).sum()}
 
+    def entropy_terms(self, pooling_attention: list[Tensor | None] | None) -> dict[str, Tensor]:
+        """:math:`-\\lambda_{ent} H`, the mean entropy over the columns' pooling weights ``(B, heads, seq)``."""
+        if not self.attention_entropy:
+            return {}
+        attentions = [a for a in pooling_attention or () if a is not None]
+        if not attentions:
+            raise ValueError("attention_entropy > 0 but the model writes no 'pooling_attention' (no AttentionPooling)")
+        entropy = torch.stack([attention_entropy(a) for a in attentions]).mean()
+        return {"attention_entropy": -self.attention_entropy * entropy}
+
+    def components(
+        self,
+        embeddings: list[Tensor],
+        labels: Tensor | None = None,
+        pooling_attention: list[Tensor | None] | None = None,
+    ) -> dict[str, Tensor]:
+        """Every weighted term by name (``task``, ``uniformity``, ``anti_collapse``, ``orthogonality``,
+        ``attention_entropy``, those that are on) from the embeddings and pooling weights of one forward."""
+        return self._assemble(self.task_loss_from_embeddings(embeddings, labels), embeddings, pooling_attention)
+
+    def compute_loss_from_embeddings(
+        self,
+        embeddings: list[Tensor],
+        labels: Tensor | None = None,
+        pooling_attention: list[Tensor | None] | None = None,
+    ) -> dict[str, Tensor]:
+        """The loss as its dict of components (as ST's ``GlobalOrthogonalRegularizationLoss`` returns it)."""
+        return self.components(embeddings, labels, pooling_attention)
+
+    # --- the forward pass ---
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> dict[str, Tensor]:
         sentence_features = list(sentence_features)
-        if self.uses_cache:
-            self._cached_terms = {}
-            task = self._weighted(self.loss(sentence_features, labels))
-            return {"task": task, **self._cached_terms, **self.model_terms()}
+        cache = self.gradient_cache()
+        if cache is not None:
+            return {**cache.forward_components(sentence_features, labels, self._cached_objective), **self.model_terms()}
+        outputs = self.embed(sentence_features)  # embed once: one forward per column
+        embeddings = [output["sentence_embedding"] for output in outputs]
+        task = self._record(self.task_loss_from_embeddings(embeddings, labels))
+        return self._assemble(task, embeddings, [output.get("pooling_attention") for output in outputs])
 
-        records: list[tuple[Tensor, Tensor | None]] = []
+    def _cached_objective(self, embeddings: list[Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+        """What GradCache computes on the whole batch: every term that reads the embeddings."""
+        task = self._record(self.task_loss_from_embeddings(embeddings, labels))
+        return {"task": self._weighted(task), **self.embedding_terms(embeddings)}
 
-        def record(module, args, output):
-            if isinstance(output, dict) and "sentence_embedding" in output:
-                records.append((output["sentence_embedding"], output.get("pooling_attention")))
-
-        handle = self.model.register_forward_hook(record)
-        try:
-            task = self.loss(sentence_features, labels)
-        finally:
-            handle.remove()
-        if not records:
-            raise ValueError(f"{type(self.loss).__name__} never called the model; nothing to regularise")
-        # Under MatryoshkaLoss the later calls return truncated copies: keep the full-width ones.
-        width = max(embedding.shape[-1] for embedding, _ in records)
-        full = [(embedding, attention) for embedding, attention in records if embedding.shape[-1] == width]
-        out = {
+    def _assemble(
+        self, task: Tensor, embeddings: list[Tensor], pooling_attention: list[Tensor | None] | None
+    ) -> dict[str, Tensor]:
+        return {
             "task": self._weighted(task),
-            **self.embedding_terms([embedding for embedding, _ in full]),
+            **self.embedding_terms(embeddings),
             **self.model_terms(),
+            **self.entropy_terms(pooling_attention),
         }
-        if self.attention_entropy:
-            attentions = [attention for _, attention in full if attention is not None]
-            if not attentions:
-                raise ValueError(
-                    "attention_entropy > 0 but the model writes no 'pooling_attention' (no AttentionPooling)"
-                )
-            entropy = torch.stack([attention_entropy(a) for a in attentions]).mean()
-            out["attention_entropy"] = -self.attention_entropy * entropy
-        return out
+
+    def _record(self, task: Tensor) -> Tensor:
+        self.last_task_loss = task.detach()
+        self.task_loss_count += 1
+        return task
 
     def _weighted(self, task: Tensor) -> Tensor:
-        self.last_task_loss = task.detach()
-        self.calls += 1
         return task if self.task_weight == 1.0 else self.task_weight * task
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -222,3 +266,7 @@ class RegularizedLoss(nn.Module):
             "attention_entropy": self.attention_entropy,
             "uniformity_t": self.uniformity_t,
         }
+
+    @property
+    def citation(self) -> str:
+        return cite(UNIREP, UNIREP_M, VIUNIEMBED)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from st_unirep.losses._base import EmbeddingLoss, check_batch, check_positive
+from st_unirep.losses._citations import UNIREP_M, cite
 from st_unirep.losses._functional import off_diagonal
 
 
@@ -39,7 +40,8 @@ class UniformityLoss(EmbeddingLoss):
 
     References:
         Wang & Isola, "Understanding Contrastive Representation Learning through Alignment and Uniformity on the
-        Hypersphere", ICML 2020; all seeds (../shared/seeds/).
+        Hypersphere", ICML 2020; applied as in UniRep-M ("UniRep and UniRep-M: A Single Architecture for Unified
+        Embedding and Reranking with Hierarchical Matryoshka Learning"), γ = 0.1, and the other seeds.
 
     Inputs:
         +------------------+--------+
@@ -61,17 +63,20 @@ class UniformityLoss(EmbeddingLoss):
         check_positive("t", t)
         self.t = t
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+    def components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         check_batch(type(self).__name__, embeddings, min_columns=1, min_batch=1 if len(embeddings) > 1 else 2)
-        return uniformity(torch.cat(embeddings), self.t)
+        return {"uniformity": uniformity(torch.cat(embeddings), self.t)}
 
     @property
     def citation(self) -> str:
-        return """
+        return cite(
+            """
 @inproceedings{wang2020understanding,
     title={Understanding Contrastive Representation Learning through Alignment and Uniformity on the Hypersphere},
     author={Wang, Tongzhou and Isola, Phillip},
     booktitle={ICML},
     year={2020}
 }
-"""
+""",
+            UNIREP_M,
+        )

@@ -9,6 +9,8 @@ import os
 from torch import nn
 from transformers import TrainerCallback
 
+from st_unirep.losses.schedulable import TaskWeighted, TemperatureScheduled, WeightScheduled
+
 
 def cosine_interpolate(start: float, end: float, step: int, total: int) -> float:
     """``start`` at step 0 to ``end`` at ``total`` (and after), along a half cosine."""
@@ -17,27 +19,27 @@ def cosine_interpolate(start: float, end: float, step: int, total: int) -> float
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def _losses_with(loss_modules: dict[str, nn.Module], attribute: str) -> list[tuple[nn.Module, str]]:
-    """Every (sub)module of the losses that has ``attribute``."""
-    found = []
-    for loss in loss_modules.values():
-        for module in loss.modules():
-            if hasattr(module, attribute):
-                found.append((module, attribute))
-    return found
+def linear_warmup(step: int, total: int) -> float:
+    """0 at step 0 to 1 at ``total`` (and after); 1 throughout when ``total <= 0``."""
+    return 1.0 if total <= 0 else min(1.0, step / total)
 
 
 class LossScheduleCallback(TrainerCallback):
     r"""Sets the losses' hyperparameters from ``state.global_step`` before every step (so resume is exact).
 
-    - temperature cooling: every ``temperature`` / ``nce_temperature`` goes from ``temperature_start`` (0.1) to
-      ``temperature_end`` (0.07) along a half cosine over ``temperature_steps``;
-    - weight warm-up: ``mse_weight`` and ``rank_weight`` (α, β), and the hardest-negative ``triplet_weight``, grow
-      linearly from 0 to their configured values over ``warmup_steps`` :math:`T_w`. The triplet term needs it
+    - temperature cooling: every loss that takes a temperature (:class:`~st_unirep.losses.TemperatureScheduled`:
+      the InfoNCE :math:`\tau` of the task losses) goes from ``temperature_start`` (0.1) to ``temperature_end``
+      (0.07) along a half cosine over ``temperature_steps``;
+    - weight warm-up: the weights a loss declares (:class:`~st_unirep.losses.WeightScheduled`: ``mse`` and ``rank``
+      (α, β) of the text-pair loss, and the hardest-negative ``triplet``) grow linearly from 0 to their configured
+      values over ``warmup_steps`` :math:`T_w` (``triplet``: ``triplet_warmup_steps``). The triplet term needs it
       more than the seeds say: while a model cannot yet tell samples apart, the *hardest* negative is on average
       closer than the positive, so the hinge is minimised by shrinking every distance, i.e. by collapse (FaceNet
       §3.2 warns of this). Measured on the tiny default model: InfoNCE + triplet from step 0 collapsed within 100
       steps (task loss stuck at log B + m); InfoNCE alone separated the held-out OCR images.
+
+    Only those two interfaces are used, on the trainer's losses as given (the loss wrappers pass them down to the
+    task loss); a loss with neither, e.g. one of sentence-transformers', is left alone.
 
     Args:
         losses: The trainer's dict of losses (task → loss module).
@@ -57,26 +59,26 @@ class LossScheduleCallback(TrainerCallback):
     ) -> None:
         self.temperature_start, self.temperature_end = temperature_start, temperature_end
         self.temperature_steps, self.warmup_steps = temperature_steps, warmup_steps
-        self.temperatures = _losses_with(losses, "temperature") + _losses_with(losses, "nce_temperature")
         self.triplet_warmup_steps = warmup_steps if triplet_warmup_steps is None else triplet_warmup_steps
-        self.weights = [
-            (m, a, getattr(m, a), warmup_steps)
-            for name in ("mse_weight", "rank_weight")
-            for m, a in _losses_with(losses, name)
-        ] + [(m, a, getattr(m, a), self.triplet_warmup_steps) for m, a in _losses_with(losses, "triplet_weight")]
+        self.temperatures = [loss for loss in losses.values() if isinstance(loss, TemperatureScheduled)]
+        self.weighted = [loss for loss in losses.values() if isinstance(loss, WeightScheduled)]
 
     def values_at(self, step: int) -> dict[str, float]:
         temperature = cosine_interpolate(self.temperature_start, self.temperature_end, step, self.temperature_steps)
-        scale = 1.0 if self.warmup_steps <= 0 else min(1.0, step / self.warmup_steps)
-        return {"temperature": temperature, "weight_scale": scale}
+        return {"temperature": temperature, "weight_scale": linear_warmup(step, self.warmup_steps)}
+
+    def weight_scale(self, term: str, step: int) -> float:
+        """The warm-up factor of the weight named ``term`` at ``step``."""
+        return linear_warmup(step, self.triplet_warmup_steps if term == "triplet" else self.warmup_steps)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        values = self.values_at(state.global_step)
+        step = state.global_step
         if self.temperature_steps > 0:
-            for module, attribute in self.temperatures:
-                setattr(module, attribute, values["temperature"])
-        for module, attribute, target, steps in self.weights:
-            setattr(module, attribute, target * (1.0 if steps <= 0 else min(1.0, state.global_step / steps)))
+            temperature = self.values_at(step)["temperature"]
+            for loss in self.temperatures:
+                loss.set_temperature(temperature)
+        for loss in self.weighted:
+            loss.set_weight_scale({term: self.weight_scale(term, step) for term in loss.scheduled_weights()})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs:
@@ -90,8 +92,9 @@ class DynamicTaskWeighting(TrainerCallback):
     r"""Dynamic Weight Averaging (Liu et al. 2019), UniRep-M's "task weights adapt dynamically":
     :math:`w_k \propto \exp(r_k / T)`, :math:`r_k = \bar L_k(t-1) / \bar L_k(t-2)`, normalised to sum to K, where
     :math:`\bar L_k` is task k's mean loss over a period of ``period`` steps. Tasks whose loss falls slowly get more
-    weight. The weight multiplies the task term through ``RegularizedLoss.task_weight``; each step's task loss is
-    read from ``RegularizedLoss.last_task_loss``. Its state goes into every checkpoint (``dwa_state.json``) and
+    weight. Every loss is a :class:`~st_unirep.losses.TaskWeighted` (``RegularizedLoss``): the weight goes in with
+    ``set_task_weight`` and each step's task loss comes back as ``last_task_loss`` (read when ``task_loss_count``
+    moved, i.e. when the task had a batch). Its state goes into every checkpoint (``dwa_state.json``) and
     :meth:`load` restores it on resume.
     """
 
@@ -100,6 +103,12 @@ class DynamicTaskWeighting(TrainerCallback):
     def __init__(self, losses: dict[str, nn.Module], temperature: float = 2.0, period: int = 20) -> None:
         if not temperature > 0 or period <= 0:
             raise ValueError(f"DWA needs temperature > 0 and period > 0, got {temperature!r}, {period!r}")
+        for task, loss in losses.items():
+            if not isinstance(loss, TaskWeighted):
+                raise ValueError(
+                    f"DWA weights task losses through set_task_weight / last_task_loss (RegularizedLoss); the loss of "
+                    f"task {task!r} is a {type(loss).__name__}, which has neither"
+                )
         self.losses, self.temperature, self.period = losses, temperature, period
         self.sums: dict[str, float] = {k: 0.0 for k in losses}
         self.counts: dict[str, int] = {k: 0 for k in losses}
@@ -109,11 +118,10 @@ class DynamicTaskWeighting(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         for task, loss in self.losses.items():
-            calls = getattr(loss, "calls", 0)
-            if calls != self.seen[task] and getattr(loss, "last_task_loss", None) is not None:
+            if loss.task_loss_count != self.seen[task] and loss.last_task_loss is not None:
                 self.sums[task] += float(loss.last_task_loss)
                 self.counts[task] += 1
-                self.seen[task] = calls
+                self.seen[task] = loss.task_loss_count
         if state.global_step % self.period:
             return
         means = {k: self.sums[k] / self.counts[k] for k in self.losses if self.counts[k]}
@@ -126,9 +134,11 @@ class DynamicTaskWeighting(TrainerCallback):
             exps = {k: math.exp(r / self.temperature) for k, r in ratios.items()}
             total = sum(exps.values())
             self.weights = {k: len(exps) * e / total for k, e in exps.items()}
+        self._apply()
+
+    def _apply(self) -> None:
         for task, loss in self.losses.items():
-            if hasattr(loss, "task_weight"):
-                loss.task_weight = self.weights[task]
+            loss.set_task_weight(self.weights[task])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs:
@@ -149,6 +159,4 @@ class DynamicTaskWeighting(TrainerCallback):
                 saved = json.load(handle)
             self.sums, self.counts = saved["sums"], saved["counts"]
             self.history, self.weights = saved["history"], saved["weights"]
-            for task, loss in self.losses.items():
-                if hasattr(loss, "task_weight"):
-                    loss.task_weight = self.weights[task]
+            self._apply()

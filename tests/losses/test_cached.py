@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-from st_unirep.losses import CachedLoss, RegularizedLoss, quadratic_matryoshka_weights
+from st_unirep.losses import CachedLoss, MatryoshkaLoss, RegularizedLoss, quadratic_matryoshka_weights
 from tests.losses.test_on_model import DIMS, features, task_cases
 
 CACHEABLE = ["text_pair", "ocr", "vqa", "instr"]

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-from st_unirep.losses import CachedLoss, CalibratedTextPairLoss, RegularizedLoss, build_loss
+from st_unirep.losses import CachedLoss, CalibratedTextPairLoss, MatryoshkaLoss, RegularizedLoss, build_loss
 from st_unirep.presets import PRESETS
 from st_unirep.tasks import TASKS
 from tests.conftest import make_image
