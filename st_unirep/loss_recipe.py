@@ -22,6 +22,8 @@ class LossRecipe:
     instruction_cos_weight: float = 1.0  # λ_cos of InstructionLoss (viPolyQwen's direct pull; 0 = InfoNCE only)
     # Per image task: (margin m, triplet weight λ_trip) of ContrastiveTripletLoss, keyed by task name
     triplet_margins: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Units of those margins: "cosine" (UniRep-M: max(0, s⁻ − s⁺ + m)) or "scaled" (viPolyQwen: on s/τ)
+    triplet_margin_units: str = "cosine"
     uniformity: float = 0.1  # gamma of the uniformity regulariser (UniRep-M)
     anti_collapse: float = 1.0  # lambda_ac (0 disables)
     anti_collapse_variant: str = "max"  # "max" (UniRep-M Defense 4) or "mean" (ViUniEmbed)
@@ -39,6 +41,8 @@ class LossRecipe:
             raise ValueError(
                 f"anti_collapse_variant must be one of {ANTI_COLLAPSE_VARIANTS}, got {self.anti_collapse_variant!r}"
             )
+        if self.triplet_margin_units not in ("cosine", "scaled"):
+            raise ValueError(f"triplet_margin_units must be 'cosine' or 'scaled', got {self.triplet_margin_units!r}")
         for task, value in self.triplet_margins.items():
             if not (isinstance(value, (tuple, list)) and len(value) == 2 and min(value) >= 0):
                 raise ValueError(f"triplet_margins[{task!r}] must be (margin >= 0, weight >= 0), got {value!r}")

@@ -10,7 +10,7 @@ from st_unirep.tasks import OCR, TASK_PREFIX_TOKENS, VQA_MULTI, VQA_SINGLE
 
 DEFAULT_BACKBONE = "Qwen/Qwen2-VL-2B-Instruct"
 
-# Per image task: (margin m, triplet weight λ_trip) of ContrastiveTripletLoss, in scaled-similarity units.
+# Per image task: (margin m, triplet weight λ_trip) of ContrastiveTripletLoss (units: LossRecipe.triplet_margin_units).
 UNIREP_M_MARGINS = {OCR.name: (0.3, 1.0), VQA_SINGLE.name: (0.25, 1.0), VQA_MULTI.name: (0.3, 1.0)}  # UniRep-M §5.2
 VIPOLYQWEN_MARGINS = {OCR.name: (0.2, 1.0), VQA_SINGLE.name: (0.2, 1.0), VQA_MULTI.name: (0.3, 1.5)}  # viPolyQwen
 
@@ -88,6 +88,7 @@ PRESETS: dict[str, Preset] = {
         losses=LossRecipe(
             text_pair_weights={"kl_weight": 0.0, "mse_weight": 1.0, "rank_weight": 0.0, "nce_weight": 1.0},
             triplet_margins=VIPOLYQWEN_MARGINS,
+            triplet_margin_units="scaled",  # viPolyQwen §4.2 writes its triplet on the scaled similarities
             uniformity=0.0,  # viPolyQwen has no uniformity term (UniRep-M introduced it)
             anti_collapse=0.0,
             orthogonality=0.0,

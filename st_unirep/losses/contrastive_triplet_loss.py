@@ -16,17 +16,23 @@ class ContrastiveTripletLoss(EmbeddingLoss):
 
     .. math::
         \mathcal{L} = \mathrm{InfoNCE}_{sym}(a, [p; n]; \tau)
-            + \lambda_{trip}\,\tfrac1B \textstyle\sum_i
-              \max\big(0, \max_{j \ne i} S_{ij}/\tau - S_{ii}/\tau + m\big)
+            + \lambda_{trip}\,\tfrac1B \textstyle\sum_i \max\big(0, \max_{j \ne i} S_{ij} - S_{ii} + m\big)
+            \quad \text{(UniRep-M, margin_units="cosine")}
+
+        \mathcal{L}_{trip} = \tfrac1B \textstyle\sum_i
+              \max\big(0, \max_{j \ne i} S_{ij}/\tau - S_{ii}/\tau + m\big) \quad \text{(viPolyQwen, "scaled")}
 
     with :math:`S = a\,[p; n]^\top` (cosines; in-batch positives of other rows and the explicit negatives are the
-    candidates), :math:`\tau = 0.07`. Margins: viPolyQwen m = 0.2 (0.3 and λ_trip = 1.5 for multi-turn VQA);
-    UniRep-M m = 0.3 OCR, 0.25 VQA single, 0.3 VQA multi (``Preset.losses.triplet_margins``).
+    candidates), :math:`\tau = 0.07`. UniRep-M's margins are in cosine units, m = 0.3 OCR, 0.25 VQA single, 0.3 VQA
+    multi; viPolyQwen writes its triplet on the scaled similarities (S/τ), m = 0.2 (0.3 and λ_trip = 1.5 for
+    multi-turn VQA) — a cosine margin of only mτ ≈ 0.014 and a triplet gradient 1/τ ≈ 14× UniRep-M's. Each preset
+    keeps its own seed's reading (``Preset.losses.triplet_margins`` / ``triplet_margin_units``).
 
     Args:
         model: The SentenceTransformer.
         temperature: :math:`\tau` (> 0).
-        margin: :math:`m` (>= 0), in scaled-similarity units as in viPolyQwen.
+        margin: :math:`m` (>= 0), in ``margin_units``.
+        margin_units: ``"cosine"`` (UniRep-M: the hinge on cosines) or ``"scaled"`` (viPolyQwen: on S/τ).
         triplet_weight: :math:`\lambda_{trip}` (>= 0).
         gather_across_devices: Under DDP, both terms see every rank's candidates (world_size × B of them).
 
@@ -58,7 +64,7 @@ class ContrastiveTripletLoss(EmbeddingLoss):
             # dataset columns: anchor (image + question), positive (text)[, negative]
     """
 
-    config_keys = ["temperature", "margin", "triplet_weight", "gather_across_devices"]
+    config_keys = ["temperature", "margin", "margin_units", "triplet_weight", "gather_across_devices"]
 
     def __init__(
         self,
@@ -67,8 +73,12 @@ class ContrastiveTripletLoss(EmbeddingLoss):
         margin: float = 0.2,
         triplet_weight: float = 1.0,
         gather_across_devices: bool = False,
+        margin_units: str = "cosine",
     ) -> None:
         super().__init__(model)
+        if margin_units not in ("cosine", "scaled"):
+            raise ValueError(f"margin_units must be 'cosine' or 'scaled', got {margin_units!r}")
+        self.margin_units = margin_units
         check_positive("temperature", temperature)
         check_non_negative("margin", margin)
         check_non_negative("triplet_weight", triplet_weight)
@@ -106,8 +116,20 @@ class ContrastiveTripletLoss(EmbeddingLoss):
             )
         }
         if self.triplet_weight:
-            out["triplet"] = self.triplet_weight * hardest_negative_triplet(
-                anchors, positives, self.temperature, self.margin, negatives, self.gather_across_devices, logits=shared
+            # hardest_negative_triplet works on S/τ; a cosine-unit hinge is τ · relu(S/τ diff + m/τ) = relu(S diff + m)
+            scale = self.temperature if self.margin_units == "cosine" else 1.0
+            out["triplet"] = (
+                self.triplet_weight
+                * scale
+                * hardest_negative_triplet(
+                    anchors,
+                    positives,
+                    self.temperature,
+                    self.margin / scale,
+                    negatives,
+                    self.gather_across_devices,
+                    logits=shared,
+                )
             )
         return out
 

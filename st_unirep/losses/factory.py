@@ -107,6 +107,10 @@ def _task_loss(
             )
         margin, triplet_weight = recipe.triplet_margins[task.name]
         return ContrastiveTripletLoss(
-            model, margin=margin, triplet_weight=triplet_weight, gather_across_devices=gather_across_devices
+            model,
+            margin=margin,
+            margin_units=recipe.triplet_margin_units,
+            triplet_weight=triplet_weight,
+            gather_across_devices=gather_across_devices,
         )
     raise ValueError(f"Task {task.name!r} has unknown loss family {task.loss!r}")

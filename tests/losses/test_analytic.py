@@ -121,7 +121,7 @@ def test_contrastive_triplet_hand_computed():
     a = torch.stack([E1, E2, F.normalize(E1 + E2, dim=0)])
     p = torch.stack([E1, F.normalize(E1 + E2, dim=0), E2])
     tau, m = 0.5, 0.2
-    loss = ContrastiveTripletLoss(None, temperature=tau, margin=m, triplet_weight=1.0)
+    loss = ContrastiveTripletLoss(None, temperature=tau, margin=m, triplet_weight=1.0, margin_units="scaled")
     s = a @ p.T  # S_ij
     hinge = []
     for i in range(3):
@@ -133,6 +133,17 @@ def test_contrastive_triplet_hand_computed():
     forward = -sum(logits[i, i] - torch.logsumexp(logits[i], 0) for i in range(3)) / 3
     backward = -sum(logits[i, i] - torch.logsumexp(logits[:, i], 0) for i in range(3)) / 3
     assert parts["nce"].item() == pytest.approx(((forward + backward) / 2).item(), rel=1e-6)
+
+
+def test_unirep_m_triplet_margin_is_in_cosine_units_as_the_seed_writes_it():
+    """Regression (issue 14): UniRep-M §5.2 writes max(0, s(a, n⁻) − s(a, p) + m) on similarities, m = 0.3 for OCR;
+    the loss applied m to S/τ, a cosine margin of 0.3 · 0.07 = 0.021 and a gradient 1/τ ≈ 14× the seed's."""
+    a = torch.stack([E1, E2, F.normalize(E1 + E2, dim=0)])
+    p = torch.stack([E1, F.normalize(E1 + E2, dim=0), E2])
+    s = (a @ p.T).tolist()  # cosines
+    hinge = [max(0.0, max(s[i][j] for j in range(3) if j != i) - s[i][i] + 0.3) for i in range(3)]
+    loss = ContrastiveTripletLoss(None, temperature=0.07, margin=0.3)  # UniRep-M OCR, the default units
+    assert loss.components([a, p])["triplet"].item() == pytest.approx(sum(hinge) / 3, rel=1e-5)
 
 
 def test_contrastive_triplet_uses_explicit_negatives():

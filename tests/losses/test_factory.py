@@ -78,3 +78,12 @@ def test_factory_errors(tiny_model):
         build_loss(tiny_model, "text_pair")
     with pytest.raises(ValueError, match=r"matryoshka_dims must be ints in \[1, output_dim=64\], got 128"):
         build_loss(tiny_model, "instr", "unirep-m", matryoshka_dims=(128, 64))
+
+
+def test_each_preset_reads_its_seeds_triplet_margin_units(tiny_model):
+    """UniRep-family presets hinge on cosines (UniRep-M §5.2); vipolyqwen on scaled similarities (viPolyQwen §4.2)."""
+
+    def units(name):
+        return next(m.margin_units for m in build_loss(tiny_model, "ocr", name).modules() if hasattr(m, "margin_units"))
+
+    assert {name: units(name) for name in ("unirep-m", "vipolyqwen")} == {"unirep-m": "cosine", "vipolyqwen": "scaled"}

@@ -53,7 +53,7 @@ def test_symmetric_info_nce_one_matrix_equals_two_products(batch, dim, with_nega
 @pytest.mark.parametrize("batch, dim", SIZES)
 def test_triplet_loss_with_shared_similarities_equals_separate_terms(batch, dim):
     a, p, n = _unit(batch, dim, seed=4), _unit(batch, dim, seed=5), _unit(batch, dim, seed=6)
-    loss = ContrastiveTripletLoss(torch.nn.Module(), margin=0.3, triplet_weight=0.5)
+    loss = ContrastiveTripletLoss(torch.nn.Module(), margin=0.3, triplet_weight=0.5, margin_units="scaled")
     fast = loss.compute_loss_from_embeddings([a, p, n])
     candidates = torch.cat([p, n])
     scores = a @ candidates.T / 0.07
