@@ -66,7 +66,13 @@ def build_loss(
         weights = quadratic_matryoshka_weights(dims) if recipe.matryoshka_weighting == "quadratic" else None
         loss = MatryoshkaLoss(model, loss, dims, weights)
     on = 1.0 if regularizers else 0.0
-    no_entropy = mini_batch_size is not None or config.pooling_mode == "mean"  # GradCache / no attention weights
+    if regularizers and recipe.attention_entropy and mini_batch_size is not None:
+        raise ValueError(
+            f"attention_entropy={recipe.attention_entropy} (UniRep's pooling-entropy term) needs the attention "
+            "weights of a full forward pass, which GradCache (mini_batch_size) does not keep: set mini_batch_size "
+            "to None, or attention_entropy to 0"
+        )
+    no_entropy = config.pooling_mode == "mean"  # sentence-transformers' mean pooling has no attention weights
     return RegularizedLoss(
         model,
         loss,

@@ -40,6 +40,7 @@ class TrainConfig:
     # Loss weights of the text_pair task (CalibratedTextPairLoss: mse/kl/rank/nce/cosent_weight; None: the preset's)
     text_pair_weights: dict[str, float] | None = None
     instruction_cos_weight: float | None = None  # λ_cos of the instr task's InstructionLoss (None: the preset's)
+    attention_entropy: float | None = None  # weight of UniRep's pooling-entropy term (None: the preset's)
     regularizers: bool = True  # uniformity / anti-collapse / orthogonality / entropy terms (False: ablation)
     gradient_checkpointing: bool = False  # non-reentrant checkpointing in the backbone
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on the backbone instead of all its weights (needs peft)

@@ -80,12 +80,10 @@ class LossScheduleCallback(TrainerCallback):
         for loss in self.weighted:
             loss.set_weight_scale({term: self.weight_scale(term, step) for term in loss.scheduled_weights()})
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            values = self.values_at(state.global_step)
-            logs.update(
-                {"schedule/temperature": values["temperature"], "schedule/weight_scale": values["weight_scale"]}
-            )
+    def add_metrics(self, state, logs: dict[str, float]) -> None:
+        """``schedule/temperature`` and ``schedule/weight_scale`` (called by ``UniRepTrainer.log``)."""
+        values = self.values_at(state.global_step)
+        logs.update({"schedule/temperature": values["temperature"], "schedule/weight_scale": values["weight_scale"]})
 
 
 class DynamicTaskWeighting(TrainerCallback):
@@ -140,9 +138,9 @@ class DynamicTaskWeighting(TrainerCallback):
         for task, loss in self.losses.items():
             loss.set_task_weight(self.weights[task])
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            logs.update({f"task_weight/{k}": v for k, v in self.weights.items()})
+    def add_metrics(self, state, logs: dict[str, float]) -> None:
+        """``task_weight/<task>`` (called by ``UniRepTrainer.log``)."""
+        logs.update({f"task_weight/{k}": v for k, v in self.weights.items()})
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")

@@ -87,3 +87,11 @@ def test_each_preset_reads_its_seeds_triplet_margin_units(tiny_model):
         return next(m.margin_units for m in build_loss(tiny_model, "ocr", name).modules() if hasattr(m, "margin_units"))
 
     assert {name: units(name) for name in ("unirep-m", "vipolyqwen")} == {"unirep-m": "cosine", "vipolyqwen": "scaled"}
+
+
+def test_gradcache_with_the_entropy_term_is_refused_not_silently_dropped(tiny_model):
+    """Regression (issue 14): unirep's GradCache config turned the attention-entropy term off without a word."""
+    with pytest.raises(ValueError, match=r"attention_entropy=0.01 .* GradCache \(mini_batch_size\)"):
+        build_loss(tiny_model, "ocr", "unirep", mini_batch_size=2)
+    assert build_loss(tiny_model, "ocr", "unirep", mini_batch_size=2, attention_entropy=0.0).attention_entropy == 0.0
+    assert build_loss(tiny_model, "ocr", "unirep").attention_entropy == 0.01

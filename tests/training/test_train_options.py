@@ -182,11 +182,14 @@ def test_field_comments():
 def test_every_callback_metric_reaches_the_saved_log(tmp_path, small_data):  # noqa: F811
     """Regression (issue 14): grad_norm/, health/ and vaccine/ metrics reached the console only (the trainer copies
     the row into its history before the callbacks' on_log), never train_log.json or report_to."""
-    output = run_training(_config(tmp_path / "log", small_data, max_steps=4, logging_steps=2, health_every=2))
+    output = run_training(
+        _config(tmp_path / "log", small_data, max_steps=4, logging_steps=2, health_every=2, dwa_temperature=2.0)
+    )
     rows = [row for row in json.loads((output / "train_log.json").read_text()) if "loss" in row]
     assert [row["step"] for row in rows] == [2, 4]
     for row in rows:
         assert {"grad_norm/backbone", "grad_norm/pooling", "grad_norm/projection", "vaccine/p_image"} <= set(row)
+        assert {"schedule/temperature", "schedule/weight_scale", "task_weight/ocr"} <= set(row)
         assert "health/sim_p95" in row and 0.0 <= row["health/sim_p95"] <= 1.0
 
 
