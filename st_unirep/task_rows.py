@@ -37,8 +37,27 @@ def _images(row: dict, where: Where) -> list[str]:
         path = (where[0].parent / item).resolve()
         if not path.is_file():
             raise DataError(*where, f"images[{index}]", f"image file {str(path)!r} does not exist")
+        _verify_image(path, where, f"images[{index}]")
         paths.append(str(path))
     return paths
+
+
+def _verify_image(path: Path, where: Where, name: str) -> None:
+    """PIL's header and integrity check (no decoding): a corrupt image fails at load time, not mid-training."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
+        raise DataError(*where, name, f"image file {str(path)!r} is not a readable image ({error})") from None
+
+
+def check_keys(row: dict, allowed: tuple[str, ...], where: Where) -> None:
+    """Refuse a key the task does not know (a misspelt ``"negatives"`` would otherwise be ignored)."""
+    unknown = sorted(set(row) - set(allowed))
+    if unknown:
+        raise DataError(*where, unknown[0], f"unknown key; a row of this task has keys {list(allowed)}")
 
 
 def _conversation(row: dict, images: list[str], where: Where) -> list[dict[str, Any]]:

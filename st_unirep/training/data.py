@@ -19,8 +19,15 @@ Each task becomes one dataset whose columns are what the task's loss reads, in o
     vqa_multi   anchor [chat messages, the images in the first user turn], positive[, negative]
 
 Images stay paths (decoded by the model's ``Backbone`` at batch time), so a corpus of images is never held in
-RAM; each path is checked to exist when the data is loaded. Every bad row raises a ``DataError`` naming file,
-line, field and what was expected, unless ``skip_invalid=True``, which skips and counts them (``LoadReport``).
+RAM; each path is checked when the data is loaded (it exists and PIL verifies the file without decoding it).
+Every bad row raises a ``DataError`` naming file, line, field and what was expected — a key the task does not
+know (e.g. ``"negatives"``) included — unless ``skip_invalid=True``, which skips them and lists every one in the
+``LoadReport`` (``errors``: ``file:line: reason``).
+
+Which files are read: every ``*.jsonl`` directly in the root must be named after a task (``captions.jsonl`` or
+``text-pair.jsonl`` is an error listing the task names); folders are read only when named after a task (other
+folders, such as ``images/``, are not data); a task file with no rows is an error. With ``skip_invalid=True``
+an unknown or empty file is a warning instead.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from st_unirep.errors import DataError, iter_jsonl
+from st_unirep.task_rows import check_keys
 from st_unirep.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ class LoadReport:
 
     rows: dict[str, int] = field(default_factory=dict)  # rows kept per task
     skipped: dict[str, int] = field(default_factory=dict)  # invalid rows skipped per task
-    errors: list[str] = field(default_factory=list)  # the first messages of skipped rows (up to 20)
+    errors: list[str] = field(default_factory=list)  # every skipped row or file: "file:line: field ...: reason"
 
 
 def parse_row(task: str, row: Any, where: tuple[Path, int], score_range: tuple[float, float]) -> dict[str, Any]:
@@ -53,6 +61,7 @@ def parse_row(task: str, row: Any, where: tuple[Path, int], score_range: tuple[f
     spec = get_task(task)
     if not isinstance(row, dict):
         raise DataError(*where, "<row>", f"expected a JSON object, got {type(row).__name__}")
+    check_keys(row, spec.row_keys, where)
     return spec.parse_row(row, where, score_range)
 
 
@@ -62,6 +71,25 @@ def _task_files(root: Path, task: str) -> list[Path]:
     if folder.is_dir():
         files += sorted(folder.glob("*.jsonl"))
     return files
+
+
+def _problem(message: str, skip_invalid: bool, report: LoadReport) -> None:
+    """A data problem that is not one row's: an error, or with ``skip_invalid`` a warning kept in the report."""
+    if not skip_invalid:
+        raise DataError.for_file(message)
+    logger.warning("%s (skipped: skip_invalid)", message)
+    report.errors.append(message)
+
+
+def _check_data_files(root: Path, tasks: tuple[str, ...], skip_invalid: bool, report: LoadReport) -> None:
+    """Every ``*.jsonl`` directly under ``root`` names a task (a misspelt file would otherwise be ignored)."""
+    for path in sorted(root.glob("*.jsonl")):
+        if path.stem not in tasks:
+            _problem(
+                f"{path}: {path.name!r} is not a task file; expected <task>.jsonl with a task of {list(tasks)}",
+                skip_invalid,
+                report,
+            )
 
 
 def load_task_data(
@@ -85,6 +113,7 @@ def load_task_data(
     if not root.is_dir():
         raise FileNotFoundError(f"Training data folder {str(root)!r} does not exist")
     report = LoadReport()
+    _check_data_files(root, tasks, skip_invalid, report)
     data = {}
     for task in tasks:
         files = _task_files(root, task)
@@ -102,8 +131,9 @@ def load_task_data(
                     if not skip_invalid:
                         raise
                     skipped += 1
-                    if len(report.errors) < 20:
-                        report.errors.append(str(error))
+                    report.errors.append(str(error))
+        if not rows and not skipped:
+            _problem(f"{', '.join(map(str, files))}: task {task!r} has no rows", skip_invalid, report)
         if rows:
             with_negative = sum("negative" in r for r in rows)
             if 0 < with_negative < len(rows):

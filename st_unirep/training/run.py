@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,12 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
         generate_default_data(data_root, seed=0, stsb_path=config.default_text_pairs)
     data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
     logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
+    if report.errors:  # every skipped row or file, with its reason, beside the run
+        listing = output / "skipped_rows.txt"
+        listing.write_text("\n".join(report.errors) + "\n", encoding="utf-8")
+        logger.warning(
+            "skip_invalid: %d row(s) or file(s) skipped; every one with its reason in %s", len(report.errors), listing
+        )
     if not config.sources:
         return data, tuple(config.score_range)
     lo, hi = config.score_range
@@ -275,6 +283,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     if config.bf16 is False and torch.cuda.is_available():
         logger.info("Training in fp32; pass --bf16 on GPUs that support it")
     output = Path(config.output_dir)
+    _check_output_dir(config, output)
     output.mkdir(parents=True, exist_ok=True)
     checkpoints = output / "checkpoints"
     backbone = _backbone(config, output)
@@ -342,6 +351,48 @@ def _attach_learned_calibration(trainer: SentenceTransformerTrainer) -> None:
                 return
 
 
+# What a finished model (or a run's checkpoints) leaves in an output folder.
+MODEL_MARKERS = ("modules.json", "model.safetensors", "config_sentence_transformers.json", "checkpoints/checkpoint-*")
+
+
+def _check_output_dir(config: TrainConfig, output: Path) -> None:
+    """Refuse to train into a folder holding a trained model or checkpoints, unless overwriting or resuming."""
+    if config.overwrite_output_dir or config.resume_from_checkpoint or not output.is_dir():
+        return
+    found = [name for name in MODEL_MARKERS if any(output.glob(name))]
+    if found:
+        raise FileExistsError(
+            f"output_dir {str(output)!r} already holds a trained model or checkpoints ({', '.join(found)}); a new run "
+            "would replace them. Choose another --output_dir, resume with --resume_from_checkpoint last, or pass "
+            "--overwrite_output_dir true to replace them."
+        )
+
+
+def save_atomically(model, output: Path) -> None:
+    """Save ``model`` into ``output`` so that a failure (a full disk) never leaves a half-written model.
+
+    The model is written to a temporary folder inside ``output`` first; only when that save is complete are the
+    old model's files replaced, by renames (no data is written in that step). On failure the temporary folder is
+    removed, the earlier model (if any) is untouched, and the error says so.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output))
+    try:
+        model.save(str(staging))
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(
+            f"Saving the trained model into {str(output)!r} failed ({error}); nothing was replaced: the folder "
+            "holds what it held before (checkpoints, if save_steps > 0, are in its checkpoints/ folder)."
+        ) from error
+    for entry in sorted(staging.iterdir()):
+        target = output / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staging.rmdir()
+    logger.info("Saved the model to %s (written to a temporary folder first, then moved into place)", output)
+
+
 def run_training(config: TrainConfig) -> Path:
     """Train as ``config`` says, save the final model to ``config.output_dir`` and return that path."""
     config.validate()
@@ -356,7 +407,7 @@ def run_training(config: TrainConfig) -> Path:
         if config.calibration:  # the profiles of the model as it will be used: after training, inference length
             _fit_calibration(trainer.model, config)
         _attach_learned_calibration(trainer)
-        trainer.model.save(str(output))
+        save_atomically(trainer.model, output)
         (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
         (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
         if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
