@@ -14,9 +14,10 @@ A malformed file raises ``DataError`` naming file, line and field.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,22 +147,29 @@ def read_image_retrieval(path: Path, name: str, text_key: str) -> RetrievalData:
     return RetrievalData(name, texts, list(images), relevant, image_corpus=True)
 
 
+def dataset_reader(folder: Path, split: str = "dev") -> Callable[[], PairData | RetrievalData] | None:
+    """The reader of one dataset folder for ``split`` by the layout rules (pairs file, text retrieval folder,
+    captions, manifest), or None when the folder has no such split. Reading is deferred, so a caller can read each
+    dataset on its own (and keep the others' results when one fails)."""
+    name, split_dir = folder.name, folder / split
+    if (folder / f"{split}.jsonl").is_file():
+        return functools.partial(read_pairs, folder / f"{split}.jsonl", name)
+    if (split_dir / "queries.jsonl").is_file():
+        return functools.partial(read_text_retrieval, split_dir, name)
+    if (split_dir / "captions.jsonl").is_file():
+        return functools.partial(read_image_retrieval, split_dir / "captions.jsonl", name, "caption")
+    if (split_dir / "manifest.jsonl").is_file():
+        return functools.partial(read_image_retrieval, split_dir / "manifest.jsonl", name, "full_text")
+    return None
+
+
 def discover(root: str | Path, split: str = "dev") -> list[PairData | RetrievalData]:
     """Every dataset under ``root`` that has the ``split``, in folder-name order."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Evaluation data folder {str(root)!r} does not exist")
-    found: list[PairData | RetrievalData] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        name, split_dir = folder.name, folder / split
-        if (folder / f"{split}.jsonl").is_file():
-            found.append(read_pairs(folder / f"{split}.jsonl", name))
-        elif (split_dir / "queries.jsonl").is_file():
-            found.append(read_text_retrieval(split_dir, name))
-        elif (split_dir / "captions.jsonl").is_file():
-            found.append(read_image_retrieval(split_dir / "captions.jsonl", name, "caption"))
-        elif (split_dir / "manifest.jsonl").is_file():
-            found.append(read_image_retrieval(split_dir / "manifest.jsonl", name, "full_text"))
+    readers = [dataset_reader(folder, split) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
+    found = [reader() for reader in readers if reader is not None]
     if not found:
         raise ValueError(f"No dataset with a {split!r} split under {str(root)!r} (see st_unirep.evaluation.datasets)")
     return found

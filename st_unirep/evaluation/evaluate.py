@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -13,14 +12,7 @@ import numpy as np
 
 from st_unirep.calibration import find_calibration
 from st_unirep.evaluation import metrics
-from st_unirep.evaluation.datasets import (
-    PairData,
-    RetrievalData,
-    discover,
-    read_image_retrieval,
-    read_pairs,
-    read_text_retrieval,
-)
+from st_unirep.evaluation.datasets import PairData, RetrievalData, dataset_reader, discover
 
 logger = logging.getLogger(__name__)
 
@@ -198,27 +190,10 @@ def dataset_readers(root: str | Path, split: str) -> list[tuple[str, Callable[[]
     if not root.is_dir():
         discover(root, split)  # raises its FileNotFoundError naming the root
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    readers = [(folder.name, read) for folder in folders if (read := _reader(folder, split)) is not None]
+    readers = [(folder.name, read) for folder in folders if (read := dataset_reader(folder, split)) is not None]
     if not readers:
         discover(root, split)  # raises its ValueError: no dataset with the split
     return readers
-
-
-def _reader(folder: Path, split: str) -> Callable[[], PairData | RetrievalData] | None:
-    """The reader of one dataset folder for ``split`` (the layout rules of ``discover``), or None if it has none.
-
-    Kept in step with ``datasets.discover``, whose loop body this is; it belongs there as ``read_dataset``.
-    """
-    name, split_dir = folder.name, folder / split
-    if (folder / f"{split}.jsonl").is_file():
-        return functools.partial(read_pairs, folder / f"{split}.jsonl", name)
-    if (split_dir / "queries.jsonl").is_file():
-        return functools.partial(read_text_retrieval, split_dir, name)
-    if (split_dir / "captions.jsonl").is_file():
-        return functools.partial(read_image_retrieval, split_dir / "captions.jsonl", name, "caption")
-    if (split_dir / "manifest.jsonl").is_file():
-        return functools.partial(read_image_retrieval, split_dir / "manifest.jsonl", name, "full_text")
-    return None
 
 
 def _evaluate_one(
