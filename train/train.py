@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from checkout import train_defaults  # noqa: E402
+from st_unirep.errors import DataError  # noqa: E402
 from st_unirep.training.config import ConfigArgumentParser, load_config  # noqa: E402
 from st_unirep.training.run import run_training  # noqa: E402
 
@@ -31,8 +32,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser = ConfigArgumentParser(default_config=DEFAULT_CONFIG, description=DESCRIPTION)
     config_file, overrides, _ = parser.parse_config_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(config_file, overrides, defaults=train_defaults())
-    output = run_training(config)
+    try:
+        config = load_config(config_file, overrides, defaults=train_defaults())
+    except (ValueError, FileNotFoundError) as error:  # a bad config: one line, naming the field
+        parser.exit(2, f"error: {error}\n")
+    try:
+        output = run_training(config)
+    except (FileExistsError, DataError) as error:  # a refused output folder or a bad data row: one line
+        parser.exit(2, f"error: {error}\n")
     if os.environ.get("RANK", "0") == "0":
         print(f"Saved the trained model to {output.resolve()}")
         print(f"Load it with: st_unirep.load_model({str(output)!r})")

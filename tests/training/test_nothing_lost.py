@@ -114,3 +114,18 @@ def test_skipped_rows_are_listed_beside_the_run(tmp_path, small_data):  # noqa: 
     listing = (output / "skipped_rows.txt").read_text().splitlines()
     assert len(listing) == 2 and all("instr.jsonl:" in line for line in listing)
     assert "field 'query'" in listing[0] and "invalid JSON" in listing[1]
+
+
+def test_train_script_refuses_a_finished_model_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    (tmp_path / "modules.json").write_text("[]")
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "train" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: output_dir '{tmp_path}' already holds a trained model")
