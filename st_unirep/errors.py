@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -24,24 +26,40 @@ class DataError(ValueError):
         return error
 
 
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.75) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name`` (case, ``-`` and ``_`` aside), else ``""``."""
+    normal = {k.lower().replace("-", "_"): k for k in known}
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), list(normal), n=1, cutoff=cutoff)
+    return f" (did you mean {normal[close[0]]!r}?)" if close else ""
+
+
+def _decode(raw: bytes, path: str | os.PathLike, number: int) -> str | DataError:
+    """One line as text, or the DataError saying why it is not UTF-8 (a UTF-8 byte-order mark is allowed)."""
+    if number == 1:
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+    if b"\x00" in raw:  # UTF-16 text (Windows PowerShell's ">" writes it): NUL bytes between the characters
+        return DataError(path, number, "<row>", "has NUL bytes: UTF-16 text? save the file as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = raw[error.start : error.start + 1].hex()
+        return DataError(
+            path, number, "<row>", f"not UTF-8 text (byte 0x{bad} at column {error.start + 1}); save as UTF-8"
+        )
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     """``(line number, row)`` for every non-empty line of a JSON Lines file; a line that is not a JSON object comes
-    as its :class:`DataError` instead of a row, so a caller can raise it or skip it."""
+    as its :class:`DataError` instead of a row, so a caller can raise it or skip it. Lines are UTF-8 (a byte-order
+    mark at the start is allowed); a UTF-16 file is one error at its first line, as none of its lines can be read."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                bad = raw[error.start : error.start + 1].hex()
-                yield (
-                    number,
-                    DataError(
-                        path,
-                        number,
-                        "<row>",
-                        f"not UTF-8 text (byte 0x{bad} at column {error.start + 1}); save as UTF-8",
-                    ),
-                )
+            if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                yield number, DataError(path, 1, "<row>", "UTF-16 text (byte-order mark); save the file as UTF-8")
+                return
+            line = _decode(raw, path, number)
+            if isinstance(line, DataError):
+                yield number, line
                 continue
             if not line.strip():
                 continue

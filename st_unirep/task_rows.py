@@ -1,17 +1,19 @@
 """Row parsers of the training tasks: one decoded JSON row (a dict) → the task's dataset columns.
 
 Each parser validates every field and raises a :class:`~st_unirep.errors.DataError` naming file, line, field and
-what was expected. Image paths are resolved against the data file's folder and checked to exist. The registry
-(:mod:`st_unirep.tasks`) names the parser of each task.
+what was expected. Image paths are resolved against the data file's folder and checked to exist and to be readable
+images (without decoding them). The registry (:mod:`st_unirep.tasks`) names the parser of each task.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from pathlib import Path
 from typing import Any
 
-from st_unirep.errors import DataError
+from st_unirep.errors import DataError, did_you_mean
 
 Where = tuple[Path, int]  # (data file, line number)
 
@@ -43,21 +45,51 @@ def _images(row: dict, where: Where) -> list[str]:
 
 
 def _verify_image(path: Path, where: Where, name: str) -> None:
-    """PIL's header and integrity check (no decoding): a corrupt image fails at load time, not mid-training."""
+    """A corrupt image fails when the data is loaded, not mid-training (see :func:`_image_problem`)."""
+    stat = path.stat()
+    problem = _image_problem(str(path), stat.st_size, stat.st_mtime_ns)
+    if problem is not None:
+        raise DataError(*where, name, f"image file {str(path)!r} is not a readable image ({problem})")
+
+
+@functools.lru_cache(maxsize=65536)  # rows often share images: each file (as of its size and time) checked once
+def _image_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """What is wrong with the image file at ``path``, or None. PIL reads the header and checks the file's structure
+    without decoding it (``verify``: a PNG's chunks and checksums); a JPEG, which ``verify`` does not check, must end
+    in its end-of-image marker (a truncated download does not) or else decode at 1/8 size (data after the marker,
+    as in phones' motion photos)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            kind = image.format
             image.verify()
+        if kind == "JPEG" and not _jpeg_has_end(path):
+            with Image.open(path) as image:
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for bad files
-        raise DataError(*where, name, f"image file {str(path)!r} is not a readable image ({error})") from None
+        return str(error) or type(error).__name__
+    return None
+
+
+def _jpeg_has_end(path: str, tail: int = 4096) -> bool:
+    """The JPEG end-of-image marker (FF D9) is in the last ``tail`` bytes of the file."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(path) - tail))
+        return b"\xff\xd9" in handle.read()
 
 
 def check_keys(row: dict, allowed: tuple[str, ...], where: Where) -> None:
     """Refuse a key the task does not know (a misspelt ``"negatives"`` would otherwise be ignored)."""
     unknown = sorted(set(row) - set(allowed))
     if unknown:
-        raise DataError(*where, unknown[0], f"unknown key; a row of this task has keys {list(allowed)}")
+        also = f"; also unknown: {unknown[1:]}" if len(unknown) > 1 else ""
+        raise DataError(
+            *where,
+            unknown[0],
+            f"unknown key{did_you_mean(unknown[0], allowed)}; a row of this task has keys {list(allowed)}{also}",
+        )
 
 
 def _conversation(row: dict, images: list[str], where: Where) -> list[dict[str, Any]]:

@@ -65,7 +65,8 @@ class TrainConfig:
     calibration: dict[str, list[Any]] | None = None
     # --- optimisation (viPolyQwen §4.3 for the Qwen2-VL presets) ---
     output_dir: str = "output"  # the final model goes here; checkpoints in <output_dir>/checkpoints
-    # Train into an output_dir that already holds a trained model (it is replaced only once the new one is saved)
+    # Train into an output_dir that already holds a trained model or other files: the earlier run's checkpoints are
+    # removed at the start, its model is replaced only once the new one is saved (false: such a folder is refused)
     overwrite_output_dir: bool = False
     num_train_epochs: float = 1.0  # epochs (ignored when max_steps > 0)
     max_steps: int = -1  # optimizer steps (> 0 overrides num_train_epochs)

@@ -19,15 +19,26 @@ Each task becomes one dataset whose columns are what the task's loss reads, in o
     vqa_multi   anchor [chat messages, the images in the first user turn], positive[, negative]
 
 Images stay paths (decoded by the model's ``Backbone`` at batch time), so a corpus of images is never held in
-RAM; each path is checked when the data is loaded (it exists and PIL verifies the file without decoding it).
-Every bad row raises a ``DataError`` naming file, line, field and what was expected — a key the task does not
-know (e.g. ``"negatives"``) included — unless ``skip_invalid=True``, which skips them and lists every one in the
-``LoadReport`` (``errors``: ``file:line: reason``).
+RAM; each path is checked when the data is loaded (it exists, and PIL verifies the file without decoding it; a JPEG
+must be complete). Files are UTF-8 (a byte-order mark allowed). Every bad row raises a ``DataError`` naming file,
+line, field and what was expected — a key the task does not know (e.g. ``"negatives"``) included — unless
+``skip_invalid=True``, which skips them and lists every one in the ``LoadReport`` (``errors``:
+``file:line: reason``; a run writes them to ``<output_dir>/skipped_rows.txt``).
 
-Which files are read: every ``*.jsonl`` directly in the root must be named after a task (``captions.jsonl`` or
-``text-pair.jsonl`` is an error listing the task names); folders are read only when named after a task (other
-folders, such as ``images/``, are not data); a task file with no rows is an error. With ``skip_invalid=True``
-an unknown or empty file is a warning instead.
+Which files are read, under the data root (``--data``); ``TASKS`` is :data:`st_unirep.tasks.TASKS`:
+
+- ``<task>.jsonl`` directly in the root, and every ``*.jsonl`` directly in a folder ``<task>/`` (not in its
+  subfolders), for every task of ``TASKS``.
+- Any other ``*.jsonl`` in the root (``text-pair.jsonl``, ``captions.jsonl``, ``Instr.jsonl``) is an error naming
+  it and the task names; so is a file named after a task that is not ``<task>.jsonl`` (``instr.json``,
+  ``instr.JSONL``, ``instr.jsonl.gz``), and a folder of ``*.jsonl`` files whose name is a near miss of a task's
+  (``text-pair/``, ``OCR/``, ``vqa_singles/``).
+- A task file with no rows (empty, or blank lines only) is an error, in a task folder too; so is a task folder with
+  no ``*.jsonl`` in it unless ``<task>.jsonl`` is beside it (then the folder may hold that file's images).
+- Every other file (``README.md``, images, hidden files) and folder (``images/``, ``heldout/``) is not data and is
+  not flagged.
+
+With ``skip_invalid=True`` each of these errors is a logged warning instead, listed in ``LoadReport.errors``.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from st_unirep.errors import DataError, iter_jsonl
+from st_unirep.errors import DataError, did_you_mean, iter_jsonl
 from st_unirep.task_rows import check_keys
 from st_unirep.tasks import TASKS, get_task
 
@@ -81,15 +92,72 @@ def _problem(message: str, skip_invalid: bool, report: LoadReport) -> None:
     report.errors.append(message)
 
 
+def _entry_problem(path: Path, tasks: tuple[str, ...]) -> str | None:
+    """Why a file or folder directly in the data root would be silently ignored although it looks like data."""
+    name, files = path.name, [f"{t}.jsonl" for t in tasks]
+    stem = name.split(".", 1)[0]
+    if name.startswith("."):  # hidden: an editor's or a tool's, not data
+        return None
+    if path.is_file() and path.suffix.lower() == ".jsonl" and name not in files:
+        hint = did_you_mean(name, files)
+        return f"{name!r} is not a task file; expected <task>.jsonl with a task of {list(tasks)}{hint}"
+    if path.is_file() and stem.lower() in tasks and name not in files:
+        return (
+            f"{name!r} is named after task {stem.lower()!r} but only {stem.lower()}.jsonl (JSON Lines, UTF-8) is read"
+        )
+    if not path.is_dir():
+        return None
+    if name in tasks and not any(path.glob("*.jsonl")) and not (path.parent / f"{name}.jsonl").is_file():
+        return f"task folder {name!r} holds no *.jsonl file (only <task>/*.jsonl directly inside are read)"
+    hint = did_you_mean(name, tasks)
+    if name not in tasks and hint and any(path.glob("*.jsonl")):
+        return f"folder {name!r} of .jsonl files is not a task folder{hint}; task folders are named {list(tasks)}"
+    return None
+
+
 def _check_data_files(root: Path, tasks: tuple[str, ...], skip_invalid: bool, report: LoadReport) -> None:
-    """Every ``*.jsonl`` directly under ``root`` names a task (a misspelt file would otherwise be ignored)."""
-    for path in sorted(root.glob("*.jsonl")):
-        if path.stem not in tasks:
-            _problem(
-                f"{path}: {path.name!r} is not a task file; expected <task>.jsonl with a task of {list(tasks)}",
-                skip_invalid,
-                report,
-            )
+    """Nothing in ``root`` that looks like data is ignored without a word (the rules: the module docstring)."""
+    for path in sorted(root.iterdir()):
+        problem = _entry_problem(path, tasks)
+        if problem is not None:
+            _problem(f"{path}: {problem}", skip_invalid, report)
+
+
+def _read_task(
+    task: str, files: list[Path], score_range: tuple[float, float], skip_invalid: bool, report: LoadReport
+) -> tuple[list[dict[str, Any]], list[tuple[Path, int]], int]:
+    """The rows of ``task``'s files, where each came from, and how many bad rows were skipped."""
+    rows, wheres, skipped = [], [], 0
+    for path in files:
+        lines = 0
+        for number, raw in iter_jsonl(path):
+            lines += 1
+            try:
+                if isinstance(raw, DataError):
+                    raise raw
+                rows.append(parse_row(task, raw, (path, number), score_range))
+                wheres.append((path, number))
+            except DataError as error:
+                if not skip_invalid:
+                    raise
+                skipped += 1
+                report.errors.append(str(error))
+        if not lines:
+            _problem(f"{path}: task {task!r} has no rows in this file (it is empty)", skip_invalid, report)
+    return rows, wheres, skipped
+
+
+def _check_negatives(task: str, rows: list[dict[str, Any]], wheres: list[tuple[Path, int]]) -> None:
+    """A ``negative`` on every row of a task or on none (a batch needs the same columns)."""
+    with_negative = sum("negative" in r for r in rows)
+    if 0 < with_negative < len(rows):
+        first = next(i for i, r in enumerate(rows) if "negative" not in r)
+        raise DataError(
+            *wheres[first],
+            "negative",
+            f"{with_negative} of {len(rows)} {task} rows have a negative: give one to every row "
+            "of a task or to none (a batch needs the same columns)",
+        )
 
 
 def load_task_data(
@@ -101,9 +169,9 @@ def load_task_data(
     """Read every task found under ``root`` into a ``DatasetDict`` (one dataset per task), validating every row.
 
     Args:
-        root: Folder with ``<task>.jsonl`` files or ``<task>/`` folders of JSONL files.
+        root: Folder with ``<task>.jsonl`` files or ``<task>/`` folders of JSONL files (the rules: module docstring).
         score_range: Allowed range of ``text_pair`` scores.
-        skip_invalid: Skip (and count in the report) bad rows instead of raising on the first.
+        skip_invalid: Skip (and list in the report) bad rows and files instead of raising on the first.
         tasks: The tasks to look for.
 
     Returns:
@@ -119,38 +187,18 @@ def load_task_data(
         files = _task_files(root, task)
         if not files:
             continue
-        rows, wheres, skipped = [], [], 0
-        for path in files:
-            for number, raw in iter_jsonl(path):
-                try:
-                    if isinstance(raw, DataError):
-                        raise raw
-                    rows.append(parse_row(task, raw, (path, number), score_range))
-                    wheres.append((path, number))
-                except DataError as error:
-                    if not skip_invalid:
-                        raise
-                    skipped += 1
-                    report.errors.append(str(error))
-        if not rows and not skipped:
-            _problem(f"{', '.join(map(str, files))}: task {task!r} has no rows", skip_invalid, report)
+        rows, wheres, skipped = _read_task(task, files, score_range, skip_invalid, report)
         if rows:
-            with_negative = sum("negative" in r for r in rows)
-            if 0 < with_negative < len(rows):
-                first = next(i for i, r in enumerate(rows) if "negative" not in r)
-                raise DataError(
-                    *wheres[first],
-                    "negative",
-                    f"{with_negative} of {len(rows)} {task} rows have a negative: give one to every row "
-                    "of a task or to none (a batch needs the same columns)",
-                )
+            _check_negatives(task, rows, wheres)
             data[task] = Dataset.from_list(rows)
         report.rows[task] = len(rows)
         if skipped:
             report.skipped[task] = skipped
             logger.warning("%s: skipped %d invalid row(s) of %s", root, skipped, task)
     if not data:
-        raise ValueError(f"No task data under {str(root)!r}: expected any of {[t + '.jsonl' for t in tasks]}")
+        raise DataError.for_file(
+            f"No task data under {str(root)!r}: expected any of {[t + '.jsonl' for t in tasks]} or <task>/ folders"
+        )
     return DatasetDict(data), report
 
 

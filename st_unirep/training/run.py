@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import glob
 import json
@@ -76,18 +77,14 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
     if config.sources and config.data is None:
         data, report = load_sources(config.sources)
         logger.info("Training data from %d sources: %s", len(config.sources), report.rows)
+        _write_skipped([], output / "skipped_rows.txt")
         return data, (0.0, 1.0)
     data_root = Path(config.data) if config.data else output / "data"
     if config.data is None and not (data_root / "ocr.jsonl").is_file():
         generate_default_data(data_root, seed=0, stsb_path=config.default_text_pairs)
     data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
     logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
-    if report.errors:  # every skipped row or file, with its reason, beside the run
-        listing = output / "skipped_rows.txt"
-        listing.write_text("\n".join(report.errors) + "\n", encoding="utf-8")
-        logger.warning(
-            "skip_invalid: %d row(s) or file(s) skipped; every one with its reason in %s", len(report.errors), listing
-        )
+    _write_skipped(report.errors, output / "skipped_rows.txt")
     if not config.sources:
         return data, tuple(config.score_range)
     lo, hi = config.score_range
@@ -100,6 +97,18 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
     for task, dataset in extra.items():
         data[task] = concatenate_datasets([data[task], dataset]) if task in data else dataset
     return data, (0.0, 1.0)
+
+
+def _write_skipped(errors: list[str], listing: Path) -> None:
+    """Every skipped row or file (``file:line: reason``) in ``listing`` beside the run, and a summary logged; with
+    nothing skipped, no listing (an earlier run's would describe other data)."""
+    if not _is_main_process():
+        return
+    if not errors:
+        listing.unlink(missing_ok=True)
+        return
+    listing.write_text("\n".join(errors) + "\n", encoding="utf-8")
+    logger.warning("skip_invalid: %d row(s) or file(s) skipped; every one with its reason in %s", len(errors), listing)
 
 
 def _optimizer(model, config: TrainConfig, losses: dict[str, torch.nn.Module]) -> torch.optim.AdamW:
@@ -283,8 +292,7 @@ def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str 
     if config.bf16 is False and torch.cuda.is_available():
         logger.info("Training in fp32; pass --bf16 on GPUs that support it")
     output = Path(config.output_dir)
-    _check_output_dir(config, output)
-    output.mkdir(parents=True, exist_ok=True)
+    _prepare_output_dir(config, output)
     checkpoints = output / "checkpoints"
     backbone = _backbone(config, output)
     data, score_range = _load_data(config, output)
@@ -353,10 +361,26 @@ def _attach_learned_calibration(trainer: SentenceTransformerTrainer) -> None:
 
 # What a finished model (or a run's checkpoints) leaves in an output folder.
 MODEL_MARKERS = ("modules.json", "model.safetensors", "config_sentence_transformers.json", "checkpoints/checkpoint-*")
+# What a run writes into its output folder before the final save (and leaves there when it stops early): no reason to
+# refuse the folder. (.saving-*: an interrupted save's staging folder; .replaced-*: see _replace_model.)
+RUN_SCRATCH = ("data", "tiny-backbone", "checkpoints", "skipped_rows.txt", ".saving-*", ".replaced-*")
+# Weight files of a model at the top of its folder: an earlier model's are removed with it (shards a new save lacks).
+WEIGHT_FILES = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _is_main_process() -> bool:
+    """Global rank 0 (or no distributed launch): the one process that writes the output folder's files."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _check_output_dir(config: TrainConfig, output: Path) -> None:
-    """Refuse to train into a folder holding a trained model or checkpoints, unless overwriting or resuming."""
+    """Refuse to train into a folder holding a trained model or checkpoints, or files a run's outputs would replace
+    (a ``README.md`` or ``config.json`` of the user's), unless overwriting or resuming."""
     if config.overwrite_output_dir or config.resume_from_checkpoint or not output.is_dir():
         return
     found = [name for name in MODEL_MARKERS if any(output.glob(name))]
@@ -366,31 +390,78 @@ def _check_output_dir(config: TrainConfig, output: Path) -> None:
             "would replace them. Choose another --output_dir, resume with --resume_from_checkpoint last, or pass "
             "--overwrite_output_dir true to replace them."
         )
+    other = sorted(p.name for p in output.iterdir() if not any(fnmatch.fnmatch(p.name, s) for s in RUN_SCRATCH))
+    if other:
+        shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        raise FileExistsError(
+            f"output_dir {str(output)!r} is not empty ({shown}) and holds no st_unirep run; the trained model's files "
+            "(README.md, config.json, model.safetensors, ...) would replace any of the same names. Choose an empty or "
+            "new --output_dir, or pass --overwrite_output_dir true to write into it anyway."
+        )
+
+
+def _prepare_output_dir(config: TrainConfig, output: Path) -> None:
+    """Check the output folder (``_check_output_dir``) and create it; unless resuming, clear what an earlier run left
+    in ``checkpoints/`` (its checkpoints would mix with this run's: the oldest-first rotation would delete the new ones
+    and ``resume_from_checkpoint last`` would pick the old run's; its health log would be appended to) and an
+    interrupted save's staging folders. The earlier model itself stays until this run's is saved."""
+    _check_output_dir(config, output)
+    output.mkdir(parents=True, exist_ok=True)
+    if config.resume_from_checkpoint or not _is_main_process():
+        return
+    earlier = sorted(path.name for path in (output / "checkpoints").glob("checkpoint-*"))
+    if earlier:
+        logger.warning("overwrite_output_dir: removing the earlier run's checkpoints %s from %s", earlier, output)
+    for stale in [output / "checkpoints", *output.glob(".saving-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def save_atomically(model, output: Path) -> None:
     """Save ``model`` into ``output`` so that a failure (a full disk) never leaves a half-written model.
 
     The model is written to a temporary folder inside ``output`` first; only when that save is complete are the
-    old model's files replaced, by renames (no data is written in that step). On failure the temporary folder is
-    removed, the earlier model (if any) is untouched, and the error says so.
+    old model's files replaced, by renames (no data is written in that step; see :func:`_replace_model`). On
+    failure the temporary folder is removed, the earlier model (if any) is untouched, and the error says so.
     """
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output))
     try:
         model.save(str(staging))
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, Exception):  # Ctrl-C stays an interrupt
+            raise
         raise OSError(
             f"Saving the trained model into {str(output)!r} failed ({error}); nothing was replaced: the folder "
             "holds what it held before (checkpoints, if save_steps > 0, are in its checkpoints/ folder)."
         ) from error
-    for entry in sorted(staging.iterdir()):
-        target = output / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    staging.rmdir()
+    _replace_model(staging, output)
     logger.info("Saved the model to %s (written to a temporary folder first, then moved into place)", output)
+
+
+def _model_entries(output: Path) -> set[str]:
+    """The top-level names of the model saved in ``output``: its module folders (``modules.json``), weight files."""
+    names = {path.name for pattern in WEIGHT_FILES for path in output.glob(pattern)}
+    try:
+        modules = json.loads((output / "modules.json").read_text(encoding="utf-8"))
+        names |= {m["path"].split("/")[0] for m in modules if isinstance(m, dict) and m.get("path")}
+    except (OSError, ValueError, TypeError, AttributeError):  # no model, or not one we can read: names only
+        pass
+    return names
+
+
+def _replace_model(staging: Path, output: Path) -> None:
+    """Move the model saved in ``staging`` into ``output``. The earlier model's entries (those of the new one's names,
+    its module folders and weight files, so none of it is left beside the new one) are moved aside first and deleted
+    last. A crash between the moves leaves the earlier model's entries in ``output/.replaced-*``, never deleted."""
+    old = {entry.name for entry in staging.iterdir()} | _model_entries(output)
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=output))
+    for name in sorted(old):
+        if (output / name).exists() or (output / name).is_symlink():
+            os.replace(output / name, aside / name)
+    for entry in sorted(staging.iterdir()):
+        os.replace(entry, output / entry.name)
+    staging.rmdir()
+    shutil.rmtree(aside)
 
 
 def run_training(config: TrainConfig) -> Path:
@@ -419,6 +490,8 @@ def run_training(config: TrainConfig) -> Path:
                 result["chance"],
                 result["n"],
             )
+        else:  # an earlier (overwritten) default run's result would pass for this model's
+            (output / "heldout_ocr.json").unlink(missing_ok=True)
     return output
 
 

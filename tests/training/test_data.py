@@ -151,3 +151,131 @@ def test_generated_default_data_is_deterministic_and_loads(tmp_path):
     assert any("ư" in p or "ơ" in p or "ố" in p for p in data["ocr"]["positive"])  # Vietnamese diacritics
     heldout, _ = load_task_data(a / "heldout")
     assert len(heldout["ocr"]) == len(set(data["ocr"]["positive"]))
+
+
+def _instr(root: Path) -> None:
+    _write(root, "instr", [{"query": "q", "positive": "p"}] * 2)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda root: _write(root, "text-pair", [{"sentence1": "a", "sentence2": "b", "score": 1}]),
+            "text-pair.jsonl: 'text-pair.jsonl' is not a task file; expected <task>.jsonl with a task of "
+            "['text_pair', 'instr', 'ocr', 'vqa_single', 'vqa_multi'] (did you mean 'text_pair.jsonl'?)",
+        ),
+        (
+            lambda root: (root / "instr.json").write_text("[]"),
+            "instr.json: 'instr.json' is named after task 'instr' but only instr.jsonl (JSON Lines, UTF-8) is read",
+        ),
+        (
+            lambda root: (root / "ocr.jsonl.gz").write_bytes(b"\x1f\x8b"),
+            "ocr.jsonl.gz: 'ocr.jsonl.gz' is named after task 'ocr' but only ocr.jsonl (JSON Lines, UTF-8) is read",
+        ),
+        (
+            lambda root: ((root / "vqa-single").mkdir(), _write(root / "vqa-single", "part1", [{"x": 1}])),
+            "vqa-single: folder 'vqa-single' of .jsonl files is not a task folder (did you mean 'vqa_single'?); "
+            "task folders are named ['text_pair', 'instr', 'ocr', 'vqa_single', 'vqa_multi']",
+        ),
+        (
+            lambda root: ((root / "ocr").mkdir(), (root / "ocr" / "rows.json").write_text("[]")),
+            "ocr: task folder 'ocr' holds no *.jsonl file (only <task>/*.jsonl directly inside are read)",
+        ),
+        (
+            lambda root: ((root / "text_pair").mkdir(), (root / "text_pair" / "part2.jsonl").write_text("\n\n")),
+            "part2.jsonl: task 'text_pair' has no rows in this file (it is empty)",
+        ),
+    ],
+    ids=["misspelt-file", "task-json", "task-gz", "misspelt-folder", "task-folder-without-jsonl", "empty-in-folder"],
+)
+def test_data_that_would_be_ignored_is_an_error_naming_it(root, make, message):
+    """Regression: these were skipped without a word, so a task silently trained on nothing."""
+    _instr(root)
+    make(root)
+    with pytest.raises(DataError) as info:
+        load_task_data(root)
+    assert str(info.value).endswith(message)
+    data, report = load_task_data(root, skip_invalid=True)  # a warning, listed in the report; the rest loads
+    assert len(data["instr"]) == 2 and len(report.errors) == 1 and report.errors[0].endswith(message)
+
+
+def test_what_is_not_data_is_not_flagged(root):
+    """Images, notes, hidden files, a folder beside its task file and non-task folders (heldout/) are fine."""
+    _instr(root)
+    (root / "README.md").write_text("about")
+    (root / ".instr.jsonl.swp").write_bytes(b"\0")
+    (root / "instr").mkdir()  # beside instr.jsonl: may hold that file's images
+    Image.new("RGB", (8, 8)).save(root / "instr" / "x.png")
+    (root / "heldout").mkdir()
+    _write(root / "heldout", "ocr", [{"x": 1}])
+    data, report = load_task_data(root)
+    assert report.rows == {"instr": 2} and not report.errors
+
+
+def test_a_misspelt_key_says_which_key_was_meant(root):
+    _write(root, "ocr", [{"images": ["img/a.png"], "positive": "p", "negatives": "n", "captoin": "c"}])
+    with pytest.raises(DataError) as info:
+        load_task_data(root)
+    assert str(info.value).endswith(
+        "ocr.jsonl:1: field 'captoin': unknown key; a row of this task has keys "
+        "['images', 'query', 'positive', 'negative']; also unknown: ['negatives']"
+    )
+    _write(root, "ocr", [{"images": ["img/a.png"], "positive": "p", "negatives": "n"}])
+    with pytest.raises(DataError, match=r"field 'negatives': unknown key \(did you mean 'negative'\?\); a row of"):
+        load_task_data(root)
+
+
+def test_utf8_with_a_byte_order_mark_loads_and_utf16_is_named(root):
+    """Windows editors write a UTF-8 byte-order mark (valid UTF-8: it loads); PowerShell's ``>`` writes UTF-16."""
+    text = '{"query": "café", "positive": "p"}\n{"query": "q", "positive": "p"}\n'
+    (root / "instr.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    data, _ = load_task_data(root)
+    assert data["instr"]["query"] == ["café", "q"]
+    (root / "instr.jsonl").write_bytes(text.encode("utf-16"))
+    with pytest.raises(DataError) as info:
+        load_task_data(root)
+    assert str(info.value) == (
+        f"{root / 'instr.jsonl'}:1: field '<row>': UTF-16 text (byte-order mark); save the file as UTF-8"
+    )
+    (root / "instr.jsonl").write_bytes(text.encode("utf-16-le"))  # no byte-order mark
+    with pytest.raises(DataError, match=r"instr.jsonl:1: field '<row>': has NUL bytes: UTF-16 text\? save the file"):
+        load_task_data(root)
+
+
+def _jpeg(path: Path, trailer: bytes = b"") -> bytes:
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    path.write_bytes(path.read_bytes() + trailer)
+    return path.read_bytes()
+
+
+def test_a_truncated_jpeg_is_found_when_the_data_is_loaded(root):
+    """Regression: PIL's verify() does not check a JPEG's data, so a cut-off download passed the load-time check
+    and failed mid-training. A JPEG with data after its end (a phone's motion photo) still loads."""
+    data = _jpeg(root / "img" / "cut.jpg")
+    (root / "img" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    _jpeg(root / "img" / "motion.jpg", trailer=b"\0" * 10_000)
+    _write(root, "ocr", [{"images": ["img/motion.jpg"], "positive": "p"}, {"images": ["img/cut.jpg"], "positive": "p"}])
+    with pytest.raises(DataError) as info:
+        load_task_data(root)
+    assert str(info.value).startswith(
+        f"{root / 'ocr.jsonl'}:2: field 'images[0]': image file '{root / 'img' / 'cut.jpg'}' is not a readable image "
+        "(image file is truncated"
+    )
+    loaded, report = load_task_data(root, skip_invalid=True)
+    assert len(loaded["ocr"]) == 1 and report.skipped == {"ocr": 1}
+
+
+def test_each_image_file_is_checked_once(root, monkeypatch):
+    """Rows sharing an image do not pay for its check again (the check reads the file)."""
+    import PIL.Image
+
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    _write(root, "ocr", [{"images": ["img/a.png", "img/b.png"], "positive": f"p{i}"} for i in range(50)])
+    data, _ = load_task_data(root)
+    assert len(data["ocr"]) == 50 and sorted(Path(p).name for p in opened) == ["a.png", "b.png"]
