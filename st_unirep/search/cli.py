@@ -3,6 +3,10 @@
 python -m st_unirep.search index --model output --corpus photos/ --index search-index
 python -m st_unirep.search query --index search-index --text "một người đàn ông trên đỉnh núi"
 python -m st_unirep.search query --index search-index --image photo.jpg --limit 5 --min-score 0.6 --json
+python -m st_unirep.search copy --index search-index --to http://localhost:6333
+
+The index folder is an embedded Qdrant Edge shard (HNSW on the Matryoshka prefix, full vectors on disk); one process
+opens it at a time. --url talks to a Qdrant server or cluster with the same layout; `copy` moves an index there.
 
 Every flag takes hyphens or underscores alike (--min-score = --min_score, --batch-size = --batch_size), as in the
 rest of st_unirep.
@@ -30,11 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ApiException
 
+from st_unirep.search.copy import copy_index
 from st_unirep.search.corpus import Corpus
-from st_unirep.search.index import DEFAULT_COLLECTION, SearchIndex
+from st_unirep.search.index import DEFAULT_COLLECTION, SearchIndex, open_store
+from st_unirep.search.index_params import QUANTIZATIONS, IndexParams
 from st_unirep.search.where import where_filter
 
 logger = logging.getLogger(__name__)
@@ -98,6 +103,21 @@ def _parser() -> argparse.ArgumentParser:
     _option(index, "--batch-size", type=int, default=16, help="items per forward pass")
     _option(index, "--prefix-dim", type=int, help="prefix width (default: a quarter of the model's width)")
     _option(index, "--force", action="store_true", help="re-encode items whose content did not change")
+    _option(index, "--hnsw-m", type=int, default=IndexParams.m, help="new index: HNSW edges per node (recall vs size)")
+    _option(
+        index,
+        "--ef-construct",
+        type=int,
+        default=IndexParams.ef_construct,
+        help="new index: HNSW build width (recall vs build time)",
+    )
+    _option(
+        index,
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default=IndexParams.quantization,
+        help="new index: search the prefix graph on int8 copies (4x less RAM)",
+    )
     _option(index, "--no-progress", action="store_true", help="no progress bar")
 
     query = commands.add_parser("query", help="search the index with a text, an image or both", **described)
@@ -115,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _option(query, "--profile", help="the model's calibration profile for scores and --min-score (default: 'default')")
     _option(query, "--exhaustive", action="store_true", help="exact full-width search, no prefix stage")
+    _option(query, "--hnsw-ef", type=int, help="HNSW search width of the prefix stage (default: the index's, >= k')")
     _option(
         query,
         "--where",
@@ -124,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
         help="payload filter, e.g. metadata.company=ABC or metadata.page=3 (typed as said above)",
     )
     _option(query, "--json", action="store_true", help="one JSON object per result")
+
+    copy = commands.add_parser(
+        "copy", help="copy an index to a Qdrant server or another folder, without re-encoding", **described
+    )
+    _option(copy, "--index", help="the index folder to copy (or --url)")
+    _option(copy, "--url", help="a Qdrant server/cluster URL to copy from instead of --index")
+    _option(copy, "--to", required=True, help="target: a new folder, or a Qdrant server/cluster URL")
+    _option(copy, "--collection", default=DEFAULT_COLLECTION, help="collection name (the same at the target)")
+    _option(copy, "--no-progress", action="store_true", help="no progress bar")
+    _option(copy, "-v", "--verbose", action="store_true", help="log progress")
     return parser
 
 
@@ -136,6 +167,7 @@ def _run_index(args: argparse.Namespace) -> int:
         prefix_dim=args.prefix_dim,
         model_name=_model_name(args.model),
         create=True,
+        params=IndexParams(m=args.hnsw_m, ef_construct=args.ef_construct, quantization=args.quantization),
         trust_remote_code=args.trust_remote_code,
     ) as index:
         report = index.add(corpus, batch_size=args.batch_size, force=args.force, progress=not args.no_progress)
@@ -149,11 +181,15 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_model(client: QdrantClient, args: argparse.Namespace) -> str:
+def _recorded_model(args: argparse.Namespace) -> str:
     """The model the index recorded, checked to exist if it is a local path, and said on stderr."""
-    if not client.collection_exists(args.collection):
-        raise FileNotFoundError(f"No collection {args.collection!r} at {_location(args)!r}")
-    model = (client.get_collection(args.collection).config.metadata or {}).get("model_name")
+    store = open_store(_location(args), args.collection)
+    try:
+        if not store.exists():
+            raise FileNotFoundError(f"No collection {args.collection!r} at {_location(args)!r}")
+        model = store.metadata().get("model_name")
+    finally:
+        store.close()
     if not model:
         raise ValueError("The index records no model; pass --model")
     if os.path.isabs(model) and not Path(model).exists():
@@ -182,16 +218,14 @@ def _run_query(args: argparse.Namespace) -> int:
     if args.text is None and args.image is None:
         raise ValueError("A query needs --text, --image or both")
     query_filter = where_filter(args.where)
-    client = SearchIndex.connect(_location(args))
-    try:
-        model = args.model if args.model is not None else _recorded_model(client, args)
-        index = SearchIndex(
-            client,
-            model,
-            collection=args.collection,
-            model_name=_model_name(model),
-            trust_remote_code=args.trust_remote_code,
-        )
+    model = args.model if args.model is not None else _recorded_model(args)
+    with SearchIndex(
+        _location(args),
+        model,
+        collection=args.collection,
+        model_name=_model_name(model),
+        trust_remote_code=args.trust_remote_code,
+    ) as index:
         hits = index.query(
             args.text,
             args.image,
@@ -201,10 +235,18 @@ def _run_query(args: argparse.Namespace) -> int:
             exhaustive=args.exhaustive,
             query_filter=query_filter,
             profile=args.profile,
+            hnsw_ef=args.hnsw_ef,
         )
-    finally:
-        client.close()
     _print_hits(hits, args)
+    return 0
+
+
+def _run_copy(args: argparse.Namespace) -> int:
+    source = _location(args)
+    if not source:
+        raise ValueError("copy needs --index FOLDER or --url URL to copy from")
+    copied = copy_index(source, args.to, collection=args.collection, progress=not args.no_progress)
+    print(f"copied {copied} item(s) from {source} to {args.to}")
     return 0
 
 
@@ -214,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return _run_index(args) if args.command == "index" else _run_query(args)
+        return {"index": _run_index, "query": _run_query, "copy": _run_copy}[args.command](args)
     except (ValueError, OSError, RuntimeError) as error:  # FileNotFoundError and ConnectionError are OSErrors
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from packaging.version import InvalidVersion, Version
 from PIL import Image
 
 try:
     from qdrant_client import QdrantClient, models
-    from qdrant_client.http.exceptions import ApiException
-except ImportError as error:  # an optional dependency: the rest of st_unirep works without it
-    raise ImportError("st_unirep.search needs qdrant-client: pip install 'st-unirep[search]'") from error
+
+    from st_unirep.search.edge_store import EdgeStore
+except ImportError as error:  # optional dependencies: the rest of st_unirep works without them
+    raise ImportError(
+        f"st_unirep.search needs qdrant-client and qdrant-edge-py ({error}): pip install 'st-unirep[search]'"
+    ) from error
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from st_unirep.model import load_model as load_st_unirep_model
 from st_unirep.search.corpus import Corpus
 from st_unirep.search.corpus_item import CorpusItem
+from st_unirep.search.index_params import IndexParams
 from st_unirep.search.index_report import IndexReport
 from st_unirep.search.search_hit import SearchHit
+from st_unirep.search.server_store import ServerStore, connect_server
 from st_unirep.search.where import filter_keys
 
 logger = logging.getLogger(__name__)
@@ -96,32 +98,80 @@ def load_model(path: str | os.PathLike, *, trust_remote_code: bool = False) -> S
         ) from error
 
 
+Store = EdgeStore | ServerStore
+
+
+def open_store(
+    location: str | os.PathLike | QdrantClient, collection: str = DEFAULT_COLLECTION, *, create: bool = False
+) -> Store:
+    """The collection ``collection`` at ``location`` (see :class:`SearchIndex`); a missing one is an error unless
+    ``create``.
+
+    A folder is an embedded Qdrant Edge index, except a folder that qdrant-client's local mode wrote (it holds
+    ``meta.json`` and no Edge index: an index from st_unirep < 0.6), which opens through qdrant-client as before and
+    says how to move it to the faster engine.
+    """
+    if isinstance(location, QdrantClient):
+        return ServerStore(location, collection, where=type(location).__name__, owns_client=False)
+    location = str(location)
+    if location.startswith(("http://", "https://")):
+        return ServerStore(connect_server(location), collection, where=repr(location))
+    if location == ":memory:":
+        return EdgeStore(None, collection)
+    folder = Path(location)
+    if (folder / "meta.json").is_file() and not (folder / collection / "index.json").is_file():
+        logger.warning(
+            "%s is an index of qdrant-client's local mode (exact scans, meant for ~20k items); it still works. "
+            "`python -m st_unirep.search copy --index %s --to NEW_FOLDER` moves it to the embedded HNSW engine "
+            "without re-encoding.",
+            location,
+            location,
+        )
+        return ServerStore(QdrantClient(path=location), collection, where=repr(location))
+    store = EdgeStore(folder, collection)
+    if not create and not store.exists():
+        store.close()
+        raise FileNotFoundError(
+            f"No search index at {location!r} (collection {collection!r}); build one with "
+            f"`python -m st_unirep.search index --model MODEL --corpus CORPUS --index {location}`"
+        )
+    return store
+
+
 class SearchIndex:
     r"""A corpus of texts, images and text + image items in Qdrant, searched with Matryoshka funnel retrieval.
 
     Every item is stored as one point (id ``uuid5`` of its corpus and item id, so re-indexing overwrites instead of
     adding, and two corpora with the same relative names do not collide) with two named cosine vectors, ``"full"``
-    (the model's unit-norm :math:`e`, width :math:`d`) and ``"prefix"``
-    (:math:`e_{1:p} / \lVert e_{1:p} \rVert`, :math:`p` = ``prefix_dim``), and a payload of id, corpus, text, image
-    path, source, metadata and content digest. A query is one Qdrant Query API call: a ``prefetch`` of the top
-    :math:`k'` points by the prefix vector (HNSW on a server, exact in local mode), then those :math:`k'` rescored
-    exactly with the full vector; the score returned is the calibrated :math:`(\cos + 1) / 2` of the full vectors.
+    (the model's unit-norm :math:`e`, width :math:`d`, kept on disk and read only to rescore) and ``"prefix"``
+    (:math:`e_{1:p} / \lVert e_{1:p} \rVert`, :math:`p` = ``prefix_dim``, with an HNSW graph), and a payload of
+    id, corpus, text, image path, source, metadata and content digest. A query is one Qdrant Query API call: a
+    ``prefetch`` of the top :math:`k'` points by the prefix vector (HNSW), then those :math:`k'` rescored exactly
+    with the full vector; the score returned is the model's calibrated relevance of the full vectors.
 
-    The collection's metadata records the model (name, width, prefix width and a fingerprint: the embedding of a
-    fixed probe text). Opening an index with a model of another width, or whose probe embedding differs
-    (cosine below 0.999), raises ``ValueError``: vectors of two models are not comparable.
+    The engine: a folder is an embedded **Qdrant Edge** shard (Qdrant's own engine in this process: HNSW,
+    quantization, write-ahead log, payload indexes); an ``http(s)://`` URL is a Qdrant server or cluster with the
+    same collection layout (``python -m st_unirep.search copy`` moves an index between the two without re-encoding).
+    One process opens an embedded index at a time; within it, one ``SearchIndex`` serves a writer thread and any
+    number of query threads.
+
+    The index records the model (name, width, prefix width and a fingerprint: the embedding of a fixed probe text).
+    Opening an index with a model of another width, or whose probe embedding differs (cosine below 0.999), raises
+    ``ValueError``: vectors of two models are not comparable.
 
     Args:
-        location: A folder for Qdrant's embedded local mode (created when ``create``; meant for up to ~20k
-            items), ``":memory:"``, an ``http(s)://`` URL of a Qdrant server or cluster (API key from the
-            ``QDRANT_API_KEY`` environment variable), or a ready ``QdrantClient``. The same code runs against all.
-            An unreachable server raises ``ConnectionError`` naming the URL.
+        location: A folder for the embedded index (created when ``create``), ``":memory:"`` (a temporary embedded
+            index), an ``http(s)://`` URL of a Qdrant server or cluster (API key from the ``QDRANT_API_KEY``
+            environment variable), or a ready ``QdrantClient``. An unreachable server raises ``ConnectionError``
+            naming the URL; an embedded index open in another process raises ``IndexBusyError``.
         model: A ``SentenceTransformer`` or the path of one (loaded with ``trust_remote_code`` as given below).
         collection: The collection name.
         prefix_dim: Width of the prefix vectors when creating the index (default :func:`default_prefix_dim`);
             when opening an existing index it must be ``None`` or equal to the stored width.
         model_name: The name recorded in the index (default: the path given, or the model's own name).
         create: Create the collection if it does not exist (indexing); otherwise a missing index is an error.
+        params: :class:`IndexParams` (HNSW ``m`` / ``ef_construct``, query-time ``hnsw_ef``, quantization, full
+            vectors on disk) when creating; an existing index keeps the ones it was built with, except ``hnsw_ef``.
         trust_remote_code: Passed to ``SentenceTransformer`` when ``model`` is a path: whether to import module
             classes that the model folder names outside sentence-transformers. Off unless you opt in; st_unirep
             never opts in for you.
@@ -136,19 +186,16 @@ class SearchIndex:
         prefix_dim: int | None = None,
         model_name: str | None = None,
         create: bool = False,
+        params: IndexParams | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         if prefix_dim is not None and (not isinstance(prefix_dim, int) or prefix_dim < 1):
             raise ValueError(f"prefix_dim must be a positive int or None, got {prefix_dim!r}")
+        if params is not None and not isinstance(params, IndexParams):
+            raise ValueError(f"params must be an IndexParams, got {type(params).__name__}")
         self.collection = collection
-        owns_client = not isinstance(location, QdrantClient)
-        self.client = self.connect(location, create)
+        self.store = open_store(location, collection, create=create)
         try:
-            if not create and not self.client.collection_exists(collection):
-                raise FileNotFoundError(
-                    f"No search index collection {collection!r} at {self._where(location)}; build one with "
-                    "`python -m st_unirep.search index --model MODEL --corpus CORPUS --index FOLDER`"
-                )
             if isinstance(model, (str, os.PathLike)):
                 model_name = model_name or str(model)
                 model = load_model(model, trust_remote_code=trust_remote_code)
@@ -159,100 +206,45 @@ class SearchIndex:
             probe = self._encode([{"text": PROBE_TEXT}])[0]  # (d,)
             self.dim = int(probe.shape[0])
             self.format_version = FORMAT_VERSION
-            if self.client.collection_exists(collection):
+            if self.store.exists():
                 self.prefix_dim = self._check_compatible(probe, prefix_dim)
+                self.params = self.store.params()
+                if params is not None and params.hnsw_ef != self.params.hnsw_ef:
+                    self.params = IndexParams(**{**self.params.to_dict(), "hnsw_ef": params.hnsw_ef})
             else:
                 self.prefix_dim = prefix_dim or default_prefix_dim(self.dim)
                 if self.prefix_dim > self.dim:
                     raise ValueError(f"prefix_dim {self.prefix_dim} exceeds the model's width {self.dim}")
+                self.params = params or IndexParams()
                 self._create(probe)
         except BaseException:
-            if owns_client:
-                self.client.close()
+            self.store.close()
             raise
 
     # ------------------------------------------------------------------ setup
     @staticmethod
-    def _where(location: Any) -> str:
-        return repr(str(location)) if isinstance(location, (str, os.PathLike)) else type(location).__name__
-
-    @staticmethod
-    def connect(location: str | os.PathLike | QdrantClient, create: bool = False) -> QdrantClient:
-        """A Qdrant client for ``location`` (see the class); a missing local index is an error unless ``create``.
-
-        A server URL is contacted at once: an unreachable or refusing server raises ``ConnectionError`` naming it.
-        """
-        if isinstance(location, QdrantClient):
-            return location
-        location = str(location)
-        if location == ":memory:":
-            return QdrantClient(location=":memory:")
-        if location.startswith(("http://", "https://")):
-            return SearchIndex._connect_server(location)
-        if not create and not (Path(location) / "meta.json").is_file():
-            raise FileNotFoundError(
-                f"No search index at {location!r}; build one with "
-                f"`python -m st_unirep.search index --model MODEL --corpus CORPUS --index {location}`"
-            )
-        return QdrantClient(path=location)
-
-    @staticmethod
-    def _connect_server(url: str) -> QdrantClient:
-        """A client of the server at ``url``, contacted once: ``ConnectionError`` naming the URL if that fails."""
-        # The client's own version check runs in a thread and only warns "Failed to obtain server version" for an
-        # unreachable server; this one runs here, so the user gets one error line instead.
-        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY"), check_compatibility=False)
-        try:
-            server = client.info().version
-            client.get_collections()  # the API key, if the server wants one
-        except (ApiException, OSError) as error:
-            client.close()
-            reason = " ".join(str(error).split())[:200] or type(error).__name__
-            raise ConnectionError(
-                f"Cannot reach the Qdrant server at {url!r} ({reason}); is it running, and are the URL and "
-                "QDRANT_API_KEY right?"
-            ) from None
-        try:
-            ours, theirs = Version(importlib.metadata.version("qdrant-client")), Version(server)
-        except (InvalidVersion, TypeError, importlib.metadata.PackageNotFoundError):
-            return client
-        if ours.major != theirs.major or abs(ours.minor - theirs.minor) > 1:  # qdrant-client's own rule
-            logger.warning("qdrant-client %s may not work with the Qdrant server %s at %s", ours, theirs, url)
-        return client
+    def connect(location: str | os.PathLike | QdrantClient, create: bool = False) -> Store:
+        """The storage of the default collection at ``location`` (see :func:`open_store`)."""
+        return open_store(location, create=create)
 
     def _create(self, probe: np.ndarray) -> None:
-        self.client.create_collection(
-            self.collection,
-            vectors_config={
-                # The prefix is what the approximate first stage searches (an HNSW graph on a server).
-                "prefix": models.VectorParams(size=self.prefix_dim, distance=models.Distance.COSINE),
-                # The full vector only rescores k' candidates: no graph needed, and it may live on disk.
-                "full": models.VectorParams(
-                    size=self.dim,
-                    distance=models.Distance.COSINE,
-                    on_disk=True,
-                    hnsw_config=models.HnswConfigDiff(m=0),
-                ),
-            },
-            metadata={
-                "st_unirep_search": FORMAT_VERSION,
-                "model_name": self.model_name,
-                "dim": self.dim,
-                "prefix_dim": self.prefix_dim,
-                "modalities": sorted(self.modalities),
-                "probe": [round(float(x), 6) for x in probe],
-            },
-        )
-        with warnings.catch_warnings():  # local mode: "Payload indexes have no effect in the local Qdrant"
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect", category=UserWarning)
-            # A server then removes the items that left a corpus without scanning the whole collection.
-            self.client.create_payload_index(self.collection, "corpus", models.PayloadSchemaType.KEYWORD)
+        metadata = {
+            "st_unirep_search": FORMAT_VERSION,
+            "model_name": self.model_name,
+            "dim": self.dim,
+            "prefix_dim": self.prefix_dim,
+            "modalities": sorted(self.modalities),
+            "probe": [round(float(x), 6) for x in probe],
+        }
+        self.store.create(metadata, self.params)
         logger.info(
-            "Created collection %r: model %r, %d-d full vectors, %d-d prefixes",
+            "Created collection %r at %s: model %r, %d-d full vectors, %d-d prefixes, %s",
             self.collection,
+            self.store.where(),
             self.model_name,
             self.dim,
             self.prefix_dim,
+            self.params,
         )
 
     def _check_compatible(self, probe: np.ndarray, prefix_dim: int | None) -> int:
@@ -289,12 +281,12 @@ class SearchIndex:
         return stored_prefix
 
     def stored_metadata(self) -> dict[str, Any]:
-        """The collection's metadata: format, model name, widths, modalities, fingerprint probe."""
-        return dict(self.client.get_collection(self.collection).config.metadata or {})
+        """The collection's metadata: format, model name, widths, modalities, fingerprint probe, index params."""
+        return self.store.metadata()
 
     def close(self) -> None:
-        """Release the client (local mode holds a lock on the folder until then)."""
-        self.client.close()
+        """Flush and release the index (the embedded engine holds a lock on the folder until then)."""
+        self.store.close()
 
     def __enter__(self) -> SearchIndex:
         return self
@@ -304,7 +296,11 @@ class SearchIndex:
 
     def count(self) -> int:
         """Points in the collection."""
-        return self.client.count(self.collection, exact=True).count
+        return self.store.count()
+
+    def optimize(self) -> bool:
+        """Build the HNSW graph of everything added so far (:meth:`add` does it after each run); True if it did."""
+        return self.store.optimize()
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, inputs: Sequence[dict[str, str]]) -> np.ndarray:
@@ -362,7 +358,7 @@ class SearchIndex:
         An item whose (corpus, id) is already stored with the same content digest is skipped without encoding, so
         a run that was killed continues where it stopped, and re-indexing an unchanged corpus encodes nothing. An
         item whose content changed overwrites its point (same id, new vectors): the count never grows from re-runs.
-        Each batch is written before the next is encoded (the local engine commits every point to SQLite). After a
+        Each batch is written before the next is encoded (the engine's write-ahead log keeps it). After a
         full pass over a folder or ``.jsonl`` corpus, the items of its namespace that are no longer in it (or could
         not be indexed this time) are deleted (``remove_missing``); other corpora in the index are left alone.
 
@@ -408,6 +404,8 @@ class SearchIndex:
         report.skipped[:0] = corpus.skipped
         if corpus.complete and remove_missing:
             report.removed = self._remove_others(corpus.namespace, kept)
+        if report.added or report.updated or report.removed:
+            self.optimize()  # bulk load done: build the graph now, not on the first query
         report.total = self.count()
         logger.info("%s", report)
         if report.skipped:
@@ -416,57 +414,58 @@ class SearchIndex:
 
     def _add_batch(self, batch: list[CorpusItem], force: bool, report: IndexReport, kept: set[str]) -> None:
         """Encode and write the new or changed items of one batch; count them into ``report``."""
-        stored = {
-            str(record.id): record.payload or {}
-            for record in self.client.retrieve(
-                self.collection,
-                [item.point_id for item in batch],
-                with_payload=["digest", "source"],
-                with_vectors=False,
-            )
-        }
+        stored = self.store.retrieve([item.point_id for item in batch], ["digest", "source"])
         unchanged = {
             item.point_id for item in batch if not force and stored.get(item.point_id, {}).get("digest") == item.digest
         }
         for item in batch:  # same content at a new path (a moved folder under its --namespace): new paths, no encoding
             if item.point_id in unchanged and stored[item.point_id].get("source") != item.source:
-                self.client.overwrite_payload(self.collection, item.payload(), points=[item.point_id], wait=True)
+                self.store.overwrite_payload(item.point_id, item.payload())
         todo = [item for item in batch if item.point_id not in unchanged]
         report.unchanged += len(unchanged)
         kept.update(unchanged)
         good, full, failed = self._encode_items(todo)
         report.skipped.extend(failed)
         if good:
-            prefix = self._prefix(full)
-            self.client.upsert(
-                self.collection,
-                points=[
-                    models.PointStruct(
-                        id=item.point_id, vector={"full": f.tolist(), "prefix": p.tolist()}, payload=item.payload()
-                    )
-                    for item, f, p in zip(good, full, prefix, strict=True)
-                ],
-                wait=True,
-            )
+            self._write(good, full)
         kept.update(item.point_id for item in good)
         updated = sum(item.point_id in stored for item in good)
         report.updated += updated
         report.added += len(good) - updated
 
+    def _write(self, items: Sequence[CorpusItem], full: np.ndarray) -> None:
+        self.store.upsert([item.point_id for item in items], full, self._prefix(full), [i.payload() for i in items])
+
+    def add_embeddings(
+        self, items: Sequence[CorpusItem], embeddings: np.ndarray, *, batch_size: int = 1000, progress: bool = True
+    ) -> int:
+        """Store items with embeddings computed elsewhere (by this index's model), without encoding; return the count.
+
+        For bulk loads (an offline GPU job wrote the vectors): ``embeddings`` is ``(len(items), d)``, rows are
+        normalised here, and the graph is built once at the end (:meth:`optimize`). Nothing checks that the vectors
+        come from the index's model: that is the caller's word.
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.shape != (len(items), self.dim):
+            raise ValueError(f"Expected ({len(items)}, {self.dim}) embeddings for {len(items)} items, got "
+                             f"{embeddings.shape}")  # fmt: skip
+        if not np.isfinite(embeddings).all():
+            raise ValueError("embeddings contain NaN or inf")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"Collection {self.collection!r} is of an earlier format; it cannot be added to")
+        with tqdm(total=len(items), unit="item", desc="storing", disable=not progress) as bar:
+            for start in range(0, len(items), batch_size):
+                self._write(items[start : start + batch_size], _unit_rows(embeddings[start : start + batch_size]))
+                bar.update(min(batch_size, len(items) - start))
+        self.optimize()
+        return len(items)
+
     def _remove_others(self, namespace: str, kept: set[str]) -> int:
         """Delete the points of corpus ``namespace`` whose ids are not in ``kept``; return how many."""
         in_corpus = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=namespace))])
-        gone: list[str] = []
-        offset = None
-        while True:
-            records, offset = self.client.scroll(
-                self.collection, in_corpus, limit=1000, offset=offset, with_payload=False, with_vectors=False
-            )
-            gone += [str(record.id) for record in records if str(record.id) not in kept]
-            if offset is None:
-                break
+        gone = [point_id for point_id, _, _ in self.store.scroll(in_corpus) if point_id not in kept]
         for start in range(0, len(gone), 1000):
-            self.client.delete(self.collection, models.PointIdsList(points=gone[start : start + 1000]), wait=True)
+            self.store.delete(gone[start : start + 1000])
         if gone:
             logger.info("Removed %d item(s) of corpus %r that are no longer in it", len(gone), namespace)
         return len(gone)
@@ -515,6 +514,7 @@ class SearchIndex:
         query_filter: models.Filter | None = None,
         vector: np.ndarray | None = None,
         profile: str | None = None,
+        hnsw_ef: int | None = None,
     ) -> list[SearchHit]:
         r"""The ``limit`` best items for a text, an image or both, best first.
 
@@ -540,9 +540,41 @@ class SearchIndex:
                 nothing matches, a key of the filter that no item has raises ``ValueError`` listing the keys the
                 index has (a typo is an error, not "no results").
             vector: A precomputed ``(d,)`` query vector from :meth:`encode_query` instead of ``text`` / ``image``.
+            hnsw_ef: The HNSW search width of the prefix stage for this query (default: the index's
+                ``IndexParams.hnsw_ef``; never below ``candidates``).
 
         Returns:
             A list of :class:`SearchHit`, at most ``limit`` long.
+        """
+        full = self.encode_query(text, image) if vector is None else np.asarray(vector, dtype=np.float32)
+        if full.shape != (self.dim,):
+            raise ValueError(f"Expected a ({self.dim},) query vector, got {full.shape}")
+        return self.query_batch(
+            full[None],
+            limit=limit,
+            candidates=candidates,
+            min_score=min_score,
+            exhaustive=exhaustive,
+            query_filter=query_filter,
+            profile=profile,
+            hnsw_ef=hnsw_ef,
+        )[0]
+
+    def query_batch(
+        self,
+        vectors: np.ndarray,
+        *,
+        limit: int = 10,
+        candidates: int | None = None,
+        min_score: float | None = None,
+        exhaustive: bool = False,
+        query_filter: models.Filter | None = None,
+        profile: str | None = None,
+        hnsw_ef: int | None = None,
+    ) -> list[list[SearchHit]]:
+        """:meth:`query` for ``(n, d)`` precomputed query vectors at once (one engine call: higher throughput).
+
+        Returns one list of :class:`SearchHit` per row of ``vectors``, in order.
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -551,26 +583,26 @@ class SearchIndex:
             raise ValueError(f"candidates (k'={candidates}) must be at least limit ({limit})")
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score is a calibrated score in [0, 1], got {min_score}")
-        full = self.encode_query(text, image) if vector is None else np.asarray(vector, dtype=np.float32)
-        if full.shape != (self.dim,):
-            raise ValueError(f"Expected a ({self.dim},) query vector, got {full.shape}")
+        if hnsw_ef is not None and (not isinstance(hnsw_ef, int) or hnsw_ef < 1):
+            raise ValueError(f"hnsw_ef must be a positive int, got {hnsw_ef!r}")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"Expected (n, {self.dim}) query vectors, got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("query vectors contain NaN or inf")
         calibration = self._profile(profile)
-        prefetch = None
-        if not exhaustive:
-            prefetch = models.Prefetch(query=self._prefix(full).tolist(), using="prefix", limit=candidates)
-        response = self.client.query_points(
-            self.collection,
-            query=full.tolist(),
-            using="full",
-            prefetch=prefetch,
-            query_filter=query_filter,
+        results = self.store.search_batch(
+            list(vectors),
+            None if exhaustive else list(self._prefix(vectors)),
             limit=limit,
+            candidates=candidates,
+            query_filter=query_filter,
             score_threshold=self._cosine_threshold(min_score, calibration),
-            with_payload=True,
+            hnsw_ef=self.params.query_ef(candidates, hnsw_ef),
         )
-        if not response.points and query_filter is not None:
+        if query_filter is not None and not any(results):
             self.check_filter_keys(query_filter)
-        return [self._hit(point, calibration) for point in response.points]
+        return [[self._hit(point, calibration) for point in points] for points in results]
 
     def check_filter_keys(self, query_filter: models.Filter) -> None:
         """Raise ``ValueError`` naming a key of ``query_filter`` that no item has, with the keys the index knows.
@@ -579,7 +611,7 @@ class SearchIndex:
         """
         for key in filter_keys(query_filter):
             present = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
-            if self.client.count(self.collection, count_filter=present, exact=True).count == 0:
+            if self.store.count(present) == 0:
                 raise ValueError(
                     f"No item in the index has a value for the filter key {key!r}; the keys it has: "
                     f"{', '.join(self.payload_keys())}"
@@ -587,9 +619,6 @@ class SearchIndex:
 
     def payload_keys(self) -> list[str]:
         """The payload keys a filter can test: the fixed fields, then ``metadata.*`` of up to 10k items (sorted)."""
-        records, _ = self.client.scroll(
-            self.collection, limit=KEY_SAMPLE, with_payload=models.PayloadSelectorInclude(include=["metadata"])
-        )
         found: set[str] = set()
 
         def walk(prefix: str, value: Any) -> None:
@@ -599,8 +628,8 @@ class SearchIndex:
             else:
                 found.add(prefix)
 
-        for record in records:
-            for key, value in ((record.payload or {}).get("metadata") or {}).items():
+        for _, payload, _ in islice(self.store.scroll(fields=["metadata"]), KEY_SAMPLE):
+            for key, value in (payload.get("metadata") or {}).items():
                 walk(f"metadata.{key}", value)
         return [field for field in PAYLOAD_FIELDS if field != "metadata"] + sorted(found)
 
@@ -612,16 +641,15 @@ class SearchIndex:
             return 2.0 * min_score - 1.0
         return calibration.cosine_threshold(min_score, self.dim)
 
-    def _hit(self, point, calibration) -> SearchHit:
-        """A Qdrant point as a :class:`SearchHit`, its score the calibrated relevance of its cosine."""
-        payload = point.payload or {}
-        cosine = float(point.score)
+    def _hit(self, point: tuple[str, float, dict[str, Any]], calibration) -> SearchHit:
+        """A (point id, cosine, payload) as a :class:`SearchHit`, its score the calibrated relevance of its cosine."""
+        point_id, cosine, payload = point
         if calibration is None:
             score = min(1.0, max(0.0, (cosine + 1.0) / 2.0))
         else:
             score = float(calibration(np.array(cosine), self.dim))
         return SearchHit(
-            id=payload.get("id", str(point.id)),
+            id=payload.get("id", point_id),
             score=score,
             cosine=cosine,
             source=payload.get("source", ""),

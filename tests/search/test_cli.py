@@ -85,16 +85,16 @@ def test_refusals(tmp_path, corpus_dir, search_model_path, capsys):
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from qdrant_client import QdrantClient
-    upsert, written = QdrantClient.upsert, [0]
-    def one_by_one(self, collection_name, points, **kwargs):
-        for point in points:
-            upsert(self, collection_name, points=[point], **kwargs)
+    from st_unirep.search.edge_store import EdgeStore
+    upsert, written = EdgeStore.upsert, [0]
+    def one_by_one(self, ids, full, prefix, payloads):
+        for i in range(len(ids)):
+            upsert(self, ids[i : i + 1], full[i : i + 1], prefix[i : i + 1], payloads[i : i + 1])
             written[0] += 1
             print("written", written[0], flush=True)
             if written[0] == KILL_AFTER:
                 time.sleep(600)
-    QdrantClient.upsert = one_by_one
+    EdgeStore.upsert = one_by_one
     from st_unirep.search.cli import main
     sys.exit(main(sys.argv[1:]))
     """
