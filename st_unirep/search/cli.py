@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(index)
     _option(index, "--batch-size", type=int, default=16, help="items per forward pass")
-    _option(index, "--prefix-dim", type=int, help="prefix width (default: a quarter of the model's width)")
+    _option(index, "--prefix-dim", type=int, help="prefix width (default: half the model's width)")
     _option(index, "--force", action="store_true", help="re-encode items whose content did not change")
     _option(index, "--hnsw-m", type=int, default=IndexParams.m, help="new index: HNSW edges per node (recall vs size)")
     _option(

@@ -45,14 +45,15 @@ DEFAULT_COLLECTION = "st_unirep"
 
 
 def default_prefix_dim(dim: int) -> int:
-    """The prefix width used for the first, approximate stage: a quarter of the full width.
+    """The prefix width used for the first, approximate stage: half the full width.
 
-    That is the smallest Matryoshka width of the Matryoshka presets (512 of 2048 for ``unirep-m`` / ``viuniembed``;
-    16 of 64 for the tiny default model, whose dims are 16/24/32/64), and 96 of 384 for a text encoder such as
-    all-MiniLM-L6-v2, which was not trained for truncation (the funnel then needs more candidates; measure with
-    ``bench/search_funnel.py``).
+    Measured (``bench/search_funnel.py``, BENCHMARKS.md "Search funnel"): on the trained e5-small st_unirep model
+    (Matryoshka 96/192/384) over 36,476 real texts, recall@10 of the funnel against exhaustive search at the default
+    k′ = 100 is 0.953 with a quarter-width prefix (96) and 0.996 with half (192); the quarter needs k′ = 800 for 0.99.
+    Half is 1024 of 2048 for the 2B presets and 32 of 64 for the tiny default model. Pass ``prefix_dim`` for a
+    narrower, cheaper first stage.
     """
-    return max(1, dim // 4)
+    return max(1, dim // 2)
 
 
 def default_candidates(limit: int) -> int:
@@ -437,13 +438,20 @@ class SearchIndex:
         self.store.upsert([item.point_id for item in items], full, self._prefix(full), [i.payload() for i in items])
 
     def add_embeddings(
-        self, items: Sequence[CorpusItem], embeddings: np.ndarray, *, batch_size: int = 1000, progress: bool = True
+        self,
+        items: Sequence[CorpusItem],
+        embeddings: np.ndarray,
+        *,
+        batch_size: int = 1000,
+        progress: bool = True,
+        optimize: bool = True,
     ) -> int:
         """Store items with embeddings computed elsewhere (by this index's model), without encoding; return the count.
 
         For bulk loads (an offline GPU job wrote the vectors): ``embeddings`` is ``(len(items), d)``, rows are
-        normalised here, and the graph is built once at the end (:meth:`optimize`). Nothing checks that the vectors
-        come from the index's model: that is the caller's word.
+        normalised here, and the graph is built once at the end (:meth:`optimize`; ``optimize=False`` leaves that to
+        a later call, for a load in several parts). Nothing checks that the vectors come from the index's model:
+        that is the caller's word.
         """
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(items), self.dim):
@@ -457,7 +465,8 @@ class SearchIndex:
             for start in range(0, len(items), batch_size):
                 self._write(items[start : start + batch_size], _unit_rows(embeddings[start : start + batch_size]))
                 bar.update(min(batch_size, len(items) - start))
-        self.optimize()
+        if optimize:
+            self.optimize()
         return len(items)
 
     def _remove_others(self, namespace: str, kept: set[str]) -> int:

@@ -43,7 +43,7 @@ def test_the_funnel_on_a_built_hnsw_graph_matches_numpy(tmp_path, search_model):
     # A 1 KB indexing threshold makes the engine build the HNSW graph for 3,000 points; ef = k' = 300 of 3,000.
     items, vectors = _random_items(3000, 64)
     params = IndexParams(indexing_threshold_kb=1, hnsw_ef=300)
-    with SearchIndex(tmp_path / "index", search_model, create=True, params=params) as index:
+    with SearchIndex(tmp_path / "index", search_model, create=True, params=params, prefix_dim=16) as index:
         index.add_embeddings(items, vectors, progress=False)
         assert index.store.shard.info().indexed_vectors_count >= 3000  # the graph exists (not an exact scan)
         queries = _unit(np.random.default_rng(1).standard_normal((20, 64)).astype(np.float32))

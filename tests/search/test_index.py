@@ -22,7 +22,7 @@ from st_unirep.testing import minilm_path
 
 from .conftest import write_corpus, write_png_bomb
 
-PREFIX = 16  # a quarter of the tiny model's 64 dims
+PREFIX = 16  # a quarter of the tiny model's 64 dims (the default is half: 32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ QUERIES = [
 
 def test_funnel_is_prefix_shortlist_then_exact_rerank(tmp_path, corpus_dir, search_model):
     folder, ids = corpus_dir
-    with SearchIndex(tmp_path / "index", search_model, create=True) as index:
+    with SearchIndex(tmp_path / "index", search_model, create=True, prefix_dim=PREFIX) as index:
         report = index.add(folder, batch_size=4, progress=False)
         assert (report.added, report.updated, report.unchanged, report.skipped) == (len(ids), 0, 0, [])
         assert index.count() == report.total == len(ids) == 18
@@ -240,8 +240,8 @@ def test_model_mismatch_is_refused(tmp_path, corpus_dir, search_model, _tiny_mod
     other_weights = copy.deepcopy(_tiny_models["unirep-m"])  # also 64-d
     with pytest.raises(ValueError, match=r"built with model 'whitened-tiny'.*fingerprint probe differently"):
         SearchIndex(path, other_weights, create=True)
-    with pytest.raises(ValueError, match="stores 16-d prefixes"):
-        SearchIndex(path, search_model, prefix_dim=32)
+    with pytest.raises(ValueError, match="stores 32-d prefixes"):
+        SearchIndex(path, search_model, prefix_dim=16)
     with SearchIndex(path, search_model, model_name="moved/elsewhere") as index:  # same weights, other name: fine
         assert index.count() == len(ids) and index.stored_metadata()["model_name"] == "whitened-tiny"
 
@@ -276,7 +276,7 @@ def test_text_only_model_skips_images(tmp_path, corpus_dir):
     model = SentenceTransformer(minilm_path())
     folder, ids = corpus_dir
     with SearchIndex(tmp_path / "index", model, create=True) as index:
-        assert (index.dim, index.prefix_dim) == (384, 96)
+        assert (index.dim, index.prefix_dim) == (384, 192)
         report = index.add(folder, progress=False)
         texts = [i for i in ids if not i.startswith("images/")]
         assert report.added == len(texts) == index.count()
