@@ -24,13 +24,15 @@ def calibration(predicted: np.ndarray, target: np.ndarray, bins: int = 10) -> di
     (the regression form of expected calibration error); ``brier``: :math:`\frac1N \sum (p - s)^2`.
     """
     predicted, target = np.asarray(predicted, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    index = np.minimum((predicted * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            ece += mask.mean() * abs(predicted[mask].mean() - target[mask].mean())
-    return {"ece": float(ece), "brier": float(np.mean((predicted - target) ** 2))}
+    ece = reliability_ece(reliability_curve(predicted, target, bins))
+    return {"ece": ece, "brier": float(np.mean((predicted - target) ** 2))}
+
+
+def reliability_ece(curve: list[tuple[float, float, int]]) -> float:
+    r"""The ECE of a :func:`reliability_curve`, :math:`\sum_b \frac{n_b}{N} |\bar p_b - \bar s_b|` (each row is
+    :math:`(\bar p_b, \bar s_b, n_b)`): what :func:`calibration` gives for the same scores and bins."""
+    total = sum(count for _, _, count in curve)
+    return float(sum(count * abs(p - s) for p, s, count in curve) / total) if total else 0.0
 
 
 def floor_bound_ece(target: np.ndarray, floor: float, bins: int = 10) -> float:

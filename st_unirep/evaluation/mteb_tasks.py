@@ -14,8 +14,10 @@ from the hub:
 ``mteb_model(model)`` wraps a ``SentenceTransformer`` in mteb's own ``SentenceTransformerEncoderWrapper`` with
 its ``ModelMeta.modalities`` set from ``model.modalities`` (mteb's default meta for a model object says text
 only, which makes ``mteb.evaluate`` refuse image tasks and drop the image column of a batch).
-``run_mteb(model, root, split)`` runs ``mteb.evaluate`` on the tasks and returns the scores under the metric names
-of :func:`st_unirep.evaluation.evaluate.evaluate`, so the two can be compared directly.
+``run_mteb(model, root, split, model_name=...)`` runs ``mteb.evaluate`` on the tasks and returns the scores under the
+metric names of :func:`st_unirep.evaluation.evaluate.evaluate`, so the two can be compared directly. mteb files its
+results under the model's name (``<output>/results/<org>__<name>/<revision>/<task>.json``);
+``mteb_model_name(path)`` makes one from a model folder, so two models' results do not overwrite each other.
 
 They agree (to mteb's 5-decimal rounding) on every metric defined the same way, with one difference in the input:
 mteb strips leading and trailing whitespace from corpus texts (``_corpus_to_dict`` in
@@ -239,6 +241,32 @@ def build_mteb_tasks(root: str | Path, split: str = "dev") -> list[AbsTask]:
     return tasks
 
 
+# mteb's placeholder for a model without a name (``ModelMeta.create_empty``, mteb 2.x; tests/test_compat.py checks it):
+# results filed under it overwrite each other.
+MTEB_NO_NAME = "no_model_name/available"
+# The folder a training run saves its model in (``st_unirep.training.run_layout.RunLayout.model``): a model at
+# ``<run>/model`` takes its name from the run folder.
+RUN_MODEL_FOLDER = "model"
+
+
+def mteb_model_name(model_path: str | Path) -> str:
+    """The ``organization/model_name`` mteb files a model's results under, from where the model was loaded.
+
+    A local folder gives ``<parent folder>/<folder>``, the folder being the training run's when the model sits in a
+    run's ``model/`` (``compare/minilm/st_unirep/model`` → ``minilm/st_unirep``); a hub id ``org/name`` is kept, a
+    bare id ``name`` becomes ``local/name``.
+    """
+    path = Path(model_path)
+    if path.is_dir():
+        path = path.resolve()
+        if path.name == RUN_MODEL_FOLDER and path.parent.name:
+            path = path.parent
+        parent = path.parent.name or "local"
+        return f"{parent}/{path.name}".replace(" ", "_")
+    name = str(model_path).strip("/")
+    return name if "/" in name else f"local/{name}"
+
+
 def mteb_model(model: Any, name: str | None = None) -> SentenceTransformerEncoderWrapper:
     """Wrap a ``SentenceTransformer`` for ``mteb.evaluate``, declaring the modalities it encodes.
 
@@ -255,10 +283,15 @@ def mteb_model(model: Any, name: str | None = None) -> SentenceTransformerEncode
     supported = [m for m in get_args(Modalities) if m in getattr(model, "modalities", ["text"])] or ["text"]
     update: dict[str, Any] = {"modalities": supported}
     if name is not None:
-        if "/" not in name:
-            raise ValueError(f"mteb model names are 'organization/model_name', got {name!r}")
-        update["name"] = name
+        update["name"] = _checked_name(name)
     return mteb_declare_model_meta(wrapper, **update)
+
+
+def _checked_name(name: str) -> str:
+    """``name``, if mteb accepts it as a model name (``ModelMeta``'s check, which ``model_copy`` skips)."""
+    if "/" not in name:
+        raise ValueError(f"mteb model names are 'organization/model_name', got {name!r}")
+    return name
 
 
 def _our_names(scores: dict[str, Any], task: AbsTask) -> dict[str, float]:
@@ -279,6 +312,15 @@ def _our_names(scores: dict[str, Any], task: AbsTask) -> dict[str, float]:
     return {key: float(value) for key, value in out.items()}
 
 
+def _named_wrapper(model: Any, name: str | None) -> Any:
+    """``model`` wrapped with :func:`mteb_model` (unless it is an mteb encoder already), its meta named ``name``."""
+    if not hasattr(model, "mteb_model_meta"):
+        return mteb_model(model, name)
+    if name is not None:
+        mteb_declare_model_meta(model, name=_checked_name(name))
+    return model
+
+
 def run_mteb(
     model: Any,
     root: str | Path,
@@ -286,6 +328,7 @@ def run_mteb(
     output_folder: str | Path | None = None,
     batch_size: int = 32,
     show_progress_bar: bool = False,
+    model_name: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model`` with ``mteb.evaluate`` on every dataset under ``root``.
 
@@ -296,6 +339,10 @@ def run_mteb(
         output_folder: Where mteb writes its result JSON files (a ``ResultCache``); ``None``: nothing is written.
         batch_size: Encoding batch size.
         show_progress_bar: Show mteb's and the encoder's progress bars.
+        model_name: The ``organization/model_name`` mteb files the results under (``<output_folder>/results/
+            <organization>__<model_name>/``), e.g. ``mteb_model_name(model_path)``; default: the name the model (or
+            the wrapper's ``ModelMeta``) already has. With an ``output_folder``, a model without any name is an
+            error: mteb would file every such model's results in one folder, each overwriting the last.
 
     Returns:
         ``{dataset name: {metric: value}}`` keyed like ``evaluate``'s results: STS ``spearman``/``pearson``
@@ -304,7 +351,13 @@ def run_mteb(
         tasks are merged under its name with ``t2i_`` / ``i2t_`` prefixes; image tasks are skipped when the
         model has no image modality.
     """
-    wrapped = model if hasattr(model, "mteb_model_meta") else mteb_model(model)
+    wrapped = _named_wrapper(model, model_name)
+    if output_folder is not None and wrapped.mteb_model_meta.name in (None, MTEB_NO_NAME):
+        raise ValueError(
+            "run_mteb needs a model_name ('organization/model_name', e.g. mteb_model_name(model_path)) to write "
+            f"results to {str(output_folder)!r}: without one mteb files them under {MTEB_NO_NAME!r}, where each "
+            "model's results overwrite the last's"
+        )
     tasks = build_mteb_tasks(root, split)
     if "image" not in wrapped.mteb_model_meta.modalities:
         for task in tasks:

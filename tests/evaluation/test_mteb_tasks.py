@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import mteb
@@ -11,7 +12,7 @@ import pytest
 from mteb.abstasks import AbsTaskPairClassification, AbsTaskRetrieval, AbsTaskSTS
 
 from st_unirep.evaluation.evaluate import evaluate
-from st_unirep.evaluation.mteb_tasks import build_mteb_tasks, mteb_model, run_mteb
+from st_unirep.evaluation.mteb_tasks import build_mteb_tasks, mteb_model, mteb_model_name, run_mteb
 from tests.conftest import make_image
 
 WORDS = "the a man woman guitar kitchen red blue circle square receipt total picture stage onion date".split()
@@ -119,7 +120,7 @@ def test_image_tasks_are_skipped_for_a_text_only_model(tiny_model, toy_root):
 
 def test_mteb_agrees_with_evaluate(tiny_model, toy_root, tmp_path):
     ours, _ = evaluate(tiny_model, toy_root, show_progress_bar=False)
-    theirs = run_mteb(tiny_model, toy_root, output_folder=tmp_path / "mteb")
+    theirs = run_mteb(tiny_model, toy_root, output_folder=tmp_path / "mteb", model_name="st-unirep/tiny")
     assert set(theirs) == {"stsb_en", "vnpara_vi", "viquad_vi", "vicaption_vi"}
     # Metrics defined the same way in both. mteb's hit_rate_at_k (pytrec_eval "success") is our r@k; its
     # recall_at_k is the fraction of a query's relevant items in the top k, which is our r@k only when each query
@@ -140,3 +141,41 @@ def test_mteb_agrees_with_evaluate(tiny_model, toy_root, tmp_path):
     assert theirs["vicaption_vi"]["i2t_recall@1"] <= 0.5
     written = {path.stem for path in (tmp_path / "mteb").rglob("*.json")}
     assert {"stsb_en", "vnpara_vi", "viquad_vi", "vicaption_vi_t2i", "vicaption_vi_i2t"} <= written
+
+
+def _text_only(root: Path) -> Path:
+    shutil.rmtree(root / "vicaption_vi")
+    shutil.rmtree(root / "viquad_vi")
+    return root
+
+
+def test_two_models_results_go_to_two_folders(tiny_model, toy_root, tmp_path):
+    """Before model names, both models' results were filed (and overwritten) under ``no_model_name__available``."""
+    output, root = tmp_path / "mteb", _text_only(toy_root)
+    for name in ("runs/first", "runs/second"):
+        run_mteb(tiny_model, root, output_folder=output, model_name=name)
+    models = sorted(path.name for path in (output / "results").iterdir())
+    assert models == ["runs__first", "runs__second"]
+    for model in models:
+        assert {path.stem for path in (output / "results" / model).rglob("*.json")} >= {"stsb_en", "vnpara_vi"}
+
+
+def test_a_nameless_model_is_refused_when_results_are_written(tiny_model, toy_root, tmp_path):
+    root = _text_only(toy_root)
+    with pytest.raises(ValueError, match="model_name"):
+        run_mteb(tiny_model, root, output_folder=tmp_path / "mteb")
+    with pytest.raises(ValueError, match="organization/model_name"):
+        run_mteb(tiny_model, root, output_folder=tmp_path / "mteb", model_name="tiny")
+    wrapped = mteb_model(tiny_model)
+    assert run_mteb(wrapped, root, model_name="runs/renamed")  # names an already wrapped model
+    assert wrapped.mteb_model_meta.name == "runs/renamed"
+
+
+def test_model_names_come_from_the_model_folder(tmp_path):
+    run = tmp_path / "minilm" / "st_unirep"
+    (run / "model").mkdir(parents=True)
+    assert mteb_model_name(run / "model") == "minilm/st_unirep"  # a training run's model/: the run's name
+    assert mteb_model_name(run) == "minilm/st_unirep"
+    assert mteb_model_name(tmp_path / "minilm") == f"{tmp_path.name}/minilm"
+    assert mteb_model_name("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"
+    assert mteb_model_name("all-MiniLM-L6-v2") == "local/all-MiniLM-L6-v2"
