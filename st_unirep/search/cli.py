@@ -2,14 +2,14 @@
 
 python -m st_unirep.search index --model output --corpus photos/ --index search-index
 python -m st_unirep.search query --index search-index --text "một người đàn ông trên đỉnh núi"
-python -m st_unirep.search query --index search-index --image photo.jpg --limit 5 --min-score 0.6 --json
+python -m st_unirep.search query --index search-index --image photo.jpg --limit 5 --min_score 0.6 --json
 python -m st_unirep.search copy --index search-index --to http://localhost:6333
 
 The index folder is an embedded Qdrant Edge shard (HNSW on the Matryoshka prefix, full vectors on disk); one process
 opens it at a time. --url talks to a Qdrant server or cluster with the same layout; `copy` moves an index there.
 
-Every flag takes hyphens or underscores alike (--min-score = --min_score, --batch-size = --batch_size), as in the
-rest of st_unirep.
+Flags are spelt with underscores, as train/train.py's and eval/evaluate.py's are; each also takes hyphens
+(--min_score = --min-score, --batch_size = --batch-size).
 
 Items are keyed by corpus + relative path: the corpus is named by its absolute path (or --namespace), so indexing a
 second folder with the same file names adds to the index, and re-indexing a folder removes what left it.
@@ -55,12 +55,14 @@ def _location(args: argparse.Namespace) -> str:
 
 
 def _option(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
-    """``parser.add_argument`` with the underscore spelling of every hyphenated long flag as an alias."""
+    """``parser.add_argument`` with each long flag spelt with underscores, then with hyphens as an alias (the order
+    and spellings of transformers' ``HfArgumentParser``, which train/train.py uses: ``--min_score, --min-score``)."""
     spellings: list[str] = []
     for flag in flags:
-        spellings.append(flag)
-        if flag.startswith("--") and "-" in flag[2:]:
-            spellings.append("--" + flag[2:].replace("-", "_"))
+        if flag.startswith("--"):
+            spellings += dict.fromkeys(["--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")])
+        else:
+            spellings.append(flag)
     parser.add_argument(*spellings, **kwargs)
 
 
@@ -70,7 +72,7 @@ def _common(sub: argparse.ArgumentParser) -> None:
     _option(sub, "--collection", default=DEFAULT_COLLECTION, help="collection name")
     _option(
         sub,
-        "--trust-remote-code",
+        "--trust_remote_code",
         action="store_true",
         help="let the model folder import module classes outside sentence-transformers (off unless given)",
     )
@@ -100,13 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the corpus's name in the index (default: its absolute path); items are keyed by namespace + id",
     )
     _common(index)
-    _option(index, "--batch-size", type=int, default=16, help="items per forward pass")
-    _option(index, "--prefix-dim", type=int, help="prefix width (default: half the model's width)")
+    _option(index, "--batch_size", type=int, default=16, help="items per forward pass")
+    _option(index, "--prefix_dim", type=int, help="prefix width (default: half the model's width)")
     _option(index, "--force", action="store_true", help="re-encode items whose content did not change")
-    _option(index, "--hnsw-m", type=int, default=IndexParams.m, help="new index: HNSW edges per node (recall vs size)")
+    _option(index, "--hnsw_m", type=int, default=IndexParams.m, help="new index: HNSW edges per node (recall vs size)")
     _option(
         index,
-        "--ef-construct",
+        "--ef_construct",
         type=int,
         default=IndexParams.ef_construct,
         help="new index: HNSW build width (recall vs build time)",
@@ -118,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         default=IndexParams.quantization,
         help="new index: search the prefix graph on int8 copies (4x less RAM)",
     )
-    _option(index, "--no-progress", action="store_true", help="no progress bar")
+    _option(index, "--no_progress", action="store_true", help="no progress bar")
 
     query = commands.add_parser("query", help="search the index with a text, an image or both", **described)
     _common(query)
@@ -129,13 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     _option(query, "--candidates", type=int, help="k': prefix candidates rescored at full width (max(100, 10*limit))")
     _option(
         query,
-        "--min-score",
+        "--min_score",
         type=float,
         help="drop results whose calibrated score is below this (the model's profile, else (cos+1)/2)",
     )
-    _option(query, "--profile", help="the model's calibration profile for scores and --min-score (default: 'default')")
+    _option(query, "--profile", help="the model's calibration profile for scores and --min_score (default: 'default')")
     _option(query, "--exhaustive", action="store_true", help="exact full-width search, no prefix stage")
-    _option(query, "--hnsw-ef", type=int, help="HNSW search width of the prefix stage (default: the index's, >= k')")
+    _option(query, "--hnsw_ef", type=int, help="HNSW search width of the prefix stage (default: the index's, >= k')")
     _option(
         query,
         "--where",
@@ -153,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     _option(copy, "--url", help="a Qdrant server/cluster URL to copy from instead of --index")
     _option(copy, "--to", required=True, help="target: a new folder, or a Qdrant server/cluster URL")
     _option(copy, "--collection", default=DEFAULT_COLLECTION, help="collection name (the same at the target)")
-    _option(copy, "--no-progress", action="store_true", help="no progress bar")
+    _option(copy, "--no_progress", action="store_true", help="no progress bar")
     _option(copy, "-v", "--verbose", action="store_true", help="log progress")
     return parser
 

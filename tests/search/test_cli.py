@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import pytest
 
 from st_unirep.search import Corpus, SearchIndex
 from st_unirep.search.cli import _parser, main
+from tests.conftest import REPO
 
 from .conftest import write_corpus, write_png_bomb
 from .test_index import _inputs, _stored
@@ -282,17 +285,33 @@ def test_the_cli_never_opts_into_remote_code_for_the_user(tmp_path, corpus_dir, 
     )
 
 
-def test_every_hyphenated_flag_also_takes_underscores(capsys):
-    spellings = {}
-    for command in ("index", "query"):
+def _long_flags(parser: argparse.ArgumentParser) -> list[list[str]]:
+    """The long option strings of each of ``parser``'s options that have an underscore or hyphen in their name."""
+    flags = [[o for o in action.option_strings if o.startswith("--")] for action in parser._actions]
+    return [spellings for spellings in flags if spellings and any(c in spellings[0][2:] for c in "_-")]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def test_every_flag_is_spelt_with_underscores_and_takes_hyphens(capsys):
+    for command, sub in _subparsers(_parser()).items():
+        flags = _long_flags(sub)
+        assert flags, command
+        for spellings in flags:  # documented with underscores, hyphens as the alias: HfArgumentParser's order
+            assert spellings == [spellings[0], spellings[0].replace("_", "-")] and "-" not in spellings[0][2:]
         with pytest.raises(SystemExit):
             main([command, "--help"])
-        flags = set(re.findall(r"--[a-z][a-z_-]*", capsys.readouterr().out))
-        hyphenated = {flag for flag in flags if "-" in flag[2:]}
-        assert hyphenated and {"--" + flag[2:].replace("-", "_") for flag in hyphenated} <= flags
-        spellings[command] = hyphenated
-    assert spellings["index"] >= {"--batch-size", "--prefix-dim", "--no-progress", "--trust-remote-code"}
-    assert spellings["query"] >= {"--min-score", "--trust-remote-code"}
+        usage = capsys.readouterr().out.split("\n\n", 1)[0]
+        assert "--" in usage and not re.search(r"--[a-z]+-[a-z]", usage), usage
+    names = {command: {s[0] for s in _long_flags(sub)} for command, sub in _subparsers(_parser()).items()}
+    assert names["index"] >= {"--batch_size", "--prefix_dim", "--no_progress", "--trust_remote_code"}
+    assert names["query"] >= {"--min_score", "--trust_remote_code", "--hnsw_ef"} and "--no_progress" in names["copy"]
+
+
+def test_min_score_parses_with_underscores_and_with_hyphens():
     parse = _parser().parse_args
     hyphens = parse(["query", "--min-score", "0.5", "--trust-remote-code", "--text", "x"])
     underscores = parse(["query", "--min_score", "0.5", "--trust_remote_code", "--text", "x"])
@@ -301,3 +320,28 @@ def test_every_hyphenated_flag_also_takes_underscores(capsys):
     assert parse([*index_args, "--batch-size", "3", "--prefix-dim", "8", "--no-progress"]) == parse(
         [*index_args, "--batch_size", "3", "--prefix_dim", "8", "--no_progress"]
     )
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "eval" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._parser()
+
+
+def test_search_spells_its_flags_as_train_and_eval_do():
+    """The three command lines (train/train.py: HfArgumentParser; eval/evaluate.py; this one) all list a flag as
+    ``--x_y, --x-y`` and take both."""
+    from st_unirep.training.config import ConfigArgumentParser
+
+    for parser in (ConfigArgumentParser(), _evaluate_parser()):
+        flags = _long_flags(parser)
+        assert flags
+        for spellings in flags:
+            assert spellings == [spellings[0], spellings[0].replace("_", "-")]
+    train = ConfigArgumentParser()
+    assert train.parse_config_args(["--max-steps", "3"])[1] == train.parse_config_args(["--max_steps", "3"])[1]
+    evaluate = _evaluate_parser().parse_args
+    hyphens = evaluate(["--model", "m", "--batch-size", "4", "--truncate-dims", "8", "16", "--trust-remote-code"])
+    underscores = evaluate(["--model", "m", "--batch_size", "4", "--truncate_dims", "8", "16", "--trust_remote_code"])
+    assert hyphens == underscores and hyphens.truncate_dims == [8, 16] and hyphens.trust_remote_code is True
