@@ -30,6 +30,7 @@ from checkout import data_root, train_defaults  # noqa: E402
 from st_unirep.evaluation.evaluate import evaluate  # noqa: E402
 from st_unirep.training.config import ConfigArgumentParser, load_config  # noqa: E402
 from st_unirep.training.run import build_trainer  # noqa: E402
+from st_unirep.training.run_layout import RunLayout  # noqa: E402
 from st_unirep.training.synthetic import heldout_ocr_retrieval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         row = {"final loss": sum(losses[-3:]) / max(1, len(losses[-3:]))}
         if config.data is None and not config.sources:  # the built-in data (and its held-out renderings) was used
-            row["held-out OCR t2i R@1"] = heldout_ocr_retrieval(trainer.model, folder / "data")["r@1"]
+            row["held-out OCR t2i R@1"] = heldout_ocr_retrieval(trainer.model, RunLayout(folder).data)["r@1"]
         if Path(args.eval_data).is_dir():
             results, _ = evaluate(trainer.model, args.eval_data, args.eval_split, dims=[], show_progress_bar=False)
             for dataset, metric in COLUMNS:

@@ -74,8 +74,9 @@ def run_one(backbone: str, name: str, variant: str, args, log: logging.Logger) -
     if results_file.is_file() and not args.force:
         log.info("%s / %s: reusing %s", name, variant, results_file)
         return json.loads(results_file.read_text(encoding="utf-8"))
-    # --force retrains into the existing model folder (the training refuses to replace a model otherwise)
-    overrides = {"backbone": backbone, "output_dir": str(folder / "model"), "overwrite_output_dir": bool(args.force)}
+    # The st_unirep run's folder is the variant's: its model in <folder>/model (RunLayout), as the ST recipe's below.
+    # --force retrains into it (the training refuses to replace a model otherwise).
+    overrides = {"backbone": backbone, "output_dir": str(folder), "overwrite_output_dir": bool(args.force)}
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     config = load_config(REPO / "train" / "configs" / f"text-{name}.yaml", overrides)

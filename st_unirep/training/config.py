@@ -30,7 +30,7 @@ class TrainConfig:
     """Everything ``train/train.py`` needs. YAML keys and ``--flags`` have the field names."""
 
     # --- model ---
-    backbone: str = "tiny"  # checkpoint folder or hub id; "tiny" builds the offline tiny Qwen2-VL in output_dir
+    backbone: str = "tiny"  # checkpoint folder or hub id; "tiny" builds the offline tiny Qwen2-VL in the run folder
     preset: str = "unirep-m"  # vipolyqwen | unirep | unirep-m | viuniembed
     output_dim: int | None = None  # embedding width (None: the preset's); Matryoshka dims scale with it
     max_pixels: int | None = None  # image pixel budget (None: the preset's)
@@ -64,7 +64,10 @@ class TrainConfig:
     # graded / binary pairs file or a retrieval folder (st_unirep.calibration.fitting). None: no profiles.
     calibration: dict[str, list[Any]] | None = None
     # --- optimisation (viPolyQwen §4.3 for the Qwen2-VL presets) ---
-    output_dir: str = "output"  # the final model goes here; checkpoints in <output_dir>/checkpoints
+    # The run's folder: the trained model in <output_dir>/model, checkpoints, logs and generated data beside it
+    # (st_unirep.training.run_layout). train/train.py without --output_dir picks <output_dir>-2, -3, ... when it
+    # already holds a finished run.
+    output_dir: str = "output"
     # Train into an output_dir that already holds a trained model or other files: the earlier run's checkpoints are
     # removed at the start, its model is replaced only once the new one is saved (false: such a folder is refused)
     overwrite_output_dir: bool = False
@@ -78,7 +81,7 @@ class TrainConfig:
     # Peak learning rate of the losses' own parameters (the learned calibration's scale and bias; None: the head's).
     # Two scalars need a far larger rate than the network to move in a few hundred steps.
     loss_learning_rate: float | None = None
-    warmup_ratio: float = 0.05  # linear warm-up share of the steps
+    warmup_ratio: float = 0.05  # linear warm-up share of the steps, in [0, 1)
     lr_scheduler_type: str = "cosine"  # transformers scheduler name
     weight_decay: float = 0.001  # AdamW weight decay
     bf16: bool = False  # bf16 mixed precision (fp16 is refused: clipping needs unscaled gradients)
@@ -108,14 +111,31 @@ class TrainConfig:
     stop_on_collapse: bool = False  # stop when the p95 similarity exceeds 0.95 (all ranks stop together)
     # Steps before collapse is judged: an untrained head already reads p95 ≈ 1, so early checks are recorded only
     collapse_warmup_steps: int = 200
+    # --- evaluation during training (st_unirep.evaluation.dev_evaluator.DevEvaluator) ---
+    # Dev data: a folder of dataset folders in the evaluation layouts (../shared/data), one dataset folder, or
+    # "builtin" (the generated default data's dev renderings, text <-> image retrieval; no evaluation when the run
+    # trains on data or sources instead); None: no evaluation
+    dev_data: str | None = None
+    dev_datasets: list[str] | None = None  # dataset folders of dev_data to evaluate (None: every one with dev_split)
+    dev_split: str = "dev"  # the split of dev_data to evaluate
+    eval_strategy: str | None = None  # "no", "steps" or "epoch"; None: "steps" when dev_data is set, else "no"
+    # Steps between evaluations (also the first one at step 0); None: a tenth of the run
+    eval_steps: int | None = None
+    # Keep the checkpoint with the best metric_for_best_model and end on its weights: the saved model is the best one
+    # (with save_steps 0 a checkpoint is written only when the metric improves; else save_steps must be a multiple
+    # of eval_steps)
+    load_best_model_at_end: bool = False
+    # Dev metric that picks the best checkpoint, as logged without "eval_" ("stsb_en_spearman", "ocr_t2i_r@1",
+    # "viquad_vi_ndcg@10"; lower is better for ece / brier); None: the evaluator's primary metric
+    metric_for_best_model: str | None = None
     # --- bookkeeping ---
     logging_steps: int = 5  # steps between log lines
     # Where the trainer reports (transformers' report_to: "tensorboard", "wandb", "none", ...); None: TensorBoard
     # when it is installed, else none. Every callback metric (grad_norm/, health/, schedule/, vaccine/) goes there.
     report_to: list[str] | None = None
-    save_steps: int = 0  # steps between checkpoints (0: only the final model)
+    save_steps: int = 0  # steps between checkpoints (0: none; with load_best_model_at_end, at each new best)
     save_total_limit: int | None = 2  # checkpoints kept
-    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "last" for the newest in output_dir
+    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "last": the newest in <output_dir>/checkpoints
     dataloader_num_workers: int = 0  # dataloader workers
 
     def validate(self) -> None:
@@ -138,6 +158,53 @@ class TrainConfig:
             raise ValueError(f"default_text_pairs {self.default_text_pairs!r} is not an existing file")
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2: the losses compare samples within a batch")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        self._validate_evaluation()
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run evaluates on dev data during training."""
+        return self.resolved_eval_strategy != "no"
+
+    @property
+    def active_dev_data(self) -> str | None:
+        """``dev_data``, or None when it is "builtin" and the run trains on other data (which has no such dev set)."""
+        if self.dev_data == "builtin" and (self.data is not None or self.sources):
+            return None
+        return self.dev_data
+
+    @property
+    def resolved_eval_strategy(self) -> str:
+        """``eval_strategy``, its None resolved: "steps" with dev data, else "no" (always "no" when the dev data is
+        the built-in data's and the run trains on other data)."""
+        if self.active_dev_data is None and self.dev_data is not None:
+            return "no"
+        if self.eval_strategy is not None:
+            return self.eval_strategy
+        return "steps" if self.dev_data is not None else "no"
+
+    def _validate_evaluation(self) -> None:
+        """Fail before training: evaluation needs dev data, and the dev data must exist."""
+        if self.eval_strategy not in (None, "no", "steps", "epoch"):
+            raise ValueError(f"eval_strategy must be no, steps or epoch, got {self.eval_strategy!r}")
+        if self.evaluates and self.dev_data is None:
+            raise ValueError(f"eval_strategy {self.eval_strategy!r} needs dev_data (the data to evaluate on)")
+        if self.load_best_model_at_end and not self.evaluates:
+            raise ValueError("load_best_model_at_end needs an evaluation: set dev_data (and eval_strategy steps)")
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise ValueError(f"eval_steps must be > 0, got {self.eval_steps!r}")
+        if self.load_best_model_at_end and self.save_steps > 0:  # checkpoints by steps: evaluations at the same steps
+            if self.resolved_eval_strategy != "steps" or self.eval_steps is None or self.save_steps % self.eval_steps:
+                raise ValueError(
+                    f"load_best_model_at_end with save_steps {self.save_steps} needs eval_strategy steps and "
+                    f"eval_steps dividing save_steps (got {self.resolved_eval_strategy}, {self.eval_steps}); or "
+                    "save_steps 0: a checkpoint whenever the dev metric improves"
+                )
+        if self.dev_data not in (None, "builtin") and not Path(self.dev_data).is_dir():
+            raise ValueError(f"dev_data {self.dev_data!r} is not an existing folder (nor 'builtin')")
+        if self.dev_datasets is not None and self.dev_data in (None, "builtin"):
+            raise ValueError("dev_datasets names dataset folders of dev_data: set dev_data to their parent folder")
 
     def _validate_task_shares(self) -> None:
         from st_unirep.tasks import TASKS

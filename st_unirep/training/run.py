@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import glob
 import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import torch
 from datasets import DatasetDict, concatenate_datasets
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
+from st_unirep.evaluation.dev_evaluator import DevEvaluator
 from st_unirep.loss_recipe import LossRecipe
 from st_unirep.losses import build_loss
 from st_unirep.model import build_model
@@ -26,14 +24,16 @@ from st_unirep.presets import Preset, get_preset
 from st_unirep.tasks import get_task
 from st_unirep.testing import build_tiny_qwen2_vl
 from st_unirep.training.arguments import training_arguments
+from st_unirep.training.best_metric_check import BestMetricCheckCallback
 from st_unirep.training.clipping import ComponentClippingCallback
 from st_unirep.training.config import TrainConfig
 from st_unirep.training.data import load_sources, load_task_data
 from st_unirep.training.health import HealthMonitorCallback
 from st_unirep.training.prompts import encoder_prompts
+from st_unirep.training.run_layout import RunLayout, save_atomically
 from st_unirep.training.sampler import GradientVaccineBatchSampler, VaccineCallback
 from st_unirep.training.schedules import DynamicTaskWeighting, LossScheduleCallback
-from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval
+from st_unirep.training.synthetic import generate_default_data, heldout_ocr_retrieval, ocr_retrieval_data
 from st_unirep.training.trainer import UniRepTrainer
 
 logger = logging.getLogger(__name__)
@@ -57,18 +57,25 @@ def _resolve_checkpoint(config: TrainConfig, checkpoints: Path) -> str | None:
 
 
 def _health_probe(data, size: int, seed: int) -> list[tuple]:
-    """A fixed probe of (anchor, positive) pairs: an equal share of rows from every task."""
+    """A fixed probe of (anchor, positive) pairs: an equal share of rows from every task, each with a positive of its
+    own (two renderings of one phrase are rightly close; such pairs would read as collapse in the p95 similarity)."""
     rng = random.Random(seed)
     per_task = max(2, size // len(data))
     probe = []
     for name, dataset in data.items():
         first, second = get_task(name).inputs[:2]
-        rows = rng.sample(range(len(dataset)), min(per_task, len(dataset)))
-        probe += [(dataset[i][first], dataset[i][second]) for i in rows]
+        seen: set[str] = set()
+        for i in rng.sample(range(len(dataset)), len(dataset)):
+            if len(seen) == per_task:
+                break
+            row = dataset[i]
+            if repr(row[second]) not in seen:
+                seen.add(repr(row[second]))
+                probe.append((row[first], row[second]))
     return probe
 
 
-def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[float, float]]:
+def _load_data(config: TrainConfig, layout: RunLayout) -> tuple[DatasetDict, tuple[float, float]]:
     """The training data and the text-pair score range its losses see.
 
     ``sources`` (the evaluation layouts) come with their scores already in [0, 1]; a ``data`` folder given beside
@@ -77,14 +84,14 @@ def _load_data(config: TrainConfig, output: Path) -> tuple[DatasetDict, tuple[fl
     if config.sources and config.data is None:
         data, report = load_sources(config.sources)
         logger.info("Training data from %d sources: %s", len(config.sources), report.rows)
-        _write_skipped([], output / "skipped_rows.txt")
+        _write_skipped([], layout.skipped_rows)
         return data, (0.0, 1.0)
-    data_root = Path(config.data) if config.data else output / "data"
-    if config.data is None and not (data_root / "ocr.jsonl").is_file():
+    data_root = Path(config.data) if config.data else layout.data
+    if config.data is None and not all((data_root / name).is_file() for name in ("ocr.jsonl", "dev/ocr.jsonl")):
         generate_default_data(data_root, seed=0, stsb_path=config.default_text_pairs)
     data, report = load_task_data(data_root, tuple(config.score_range), skip_invalid=config.skip_invalid)
     logger.info("Training data from %s: %s (skipped: %s)", data_root, report.rows, report.skipped or "none")
-    _write_skipped(report.errors, output / "skipped_rows.txt")
+    _write_skipped(report.errors, layout.skipped_rows)
     if not config.sources:
         return data, tuple(config.score_range)
     lo, hi = config.score_range
@@ -147,12 +154,12 @@ def _preset(config: TrainConfig) -> Preset:
     return get_preset(config.preset).with_overrides(**_preset_overrides(config))
 
 
-def _backbone(config: TrainConfig, output: Path) -> str:
-    """The backbone folder or hub id; ``"tiny"`` builds the offline tiny Qwen2-VL into the output folder."""
+def _backbone(config: TrainConfig, layout: RunLayout) -> str:
+    """The backbone folder or hub id; ``"tiny"`` builds the offline tiny Qwen2-VL into the run folder."""
     if config.backbone != "tiny":
         return config.backbone
     return build_tiny_qwen2_vl(
-        output / "tiny-backbone",
+        layout.tiny_backbone,
         hidden_size=config.tiny_hidden_size,
         num_hidden_layers=config.tiny_layers,
         vision_depth=2,
@@ -256,7 +263,8 @@ def _task_shares(config: TrainConfig, data: DatasetDict) -> list[float] | None:
 
 
 def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Preset, resume: str | None) -> list:
-    """Component clipping, loss schedules, health monitoring, and the vaccine / DWA callbacks when configured."""
+    """Component clipping, loss schedules, health monitoring, and the vaccine / DWA / metric-name check callbacks when
+    configured."""
     callbacks = [
         ComponentClippingCallback(
             {"backbone": config.clip_backbone, "pooling": config.clip_pooling, "projection": config.clip_projection}
@@ -279,6 +287,8 @@ def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Pre
     ]
     if config.sampler == "vaccine":
         callbacks.append(VaccineCallback(config.vaccine_epsilon, config.vaccine_rate))
+    if config.evaluates:
+        callbacks.append(BestMetricCheckCallback())
     if config.dwa_temperature > 0:
         dwa = DynamicTaskWeighting(losses, temperature=config.dwa_temperature, period=config.dwa_period)
         if resume:
@@ -287,40 +297,52 @@ def _callbacks(config: TrainConfig, losses: dict, data: DatasetDict, preset: Pre
     return callbacks
 
 
+def _dev_evaluator(config: TrainConfig, model: SentenceTransformer, layout: RunLayout) -> DevEvaluator | None:
+    """The dev evaluator of ``config.dev_data`` (None when the run does not evaluate); text <-> image sets only for a
+    model with an image modality."""
+    if not config.evaluates:
+        return None
+    if config.active_dev_data == "builtin":
+        return DevEvaluator([ocr_retrieval_data(layout.data, "dev")])
+    images = "image" in getattr(model, "modalities", ["text"])
+    return DevEvaluator.from_folder(config.active_dev_data, config.dev_split, config.dev_datasets, images=images)
+
+
 def build_trainer(config: TrainConfig) -> tuple[SentenceTransformerTrainer, str | None]:
-    """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler and callbacks."""
+    """Everything up to ``trainer.train()``: backbone, data, model, losses, prompts, sampler, callbacks and the dev
+    evaluator."""
     if config.bf16 is False and torch.cuda.is_available():
         logger.info("Training in fp32; pass --bf16 on GPUs that support it")
-    output = Path(config.output_dir)
-    _prepare_output_dir(config, output)
-    checkpoints = output / "checkpoints"
-    backbone = _backbone(config, output)
-    data, score_range = _load_data(config, output)
+    layout = RunLayout(config.output_dir)
+    layout.check(overwrite=config.overwrite_output_dir, resume=bool(config.resume_from_checkpoint))
+    layout.prepare(clear=not config.resume_from_checkpoint and _is_main_process())
+    backbone = _backbone(config, layout)
+    data, score_range = _load_data(config, layout)
     preset = _preset(config)
     model = _build_model(config, backbone)
     inference_max_seq_length = model.max_seq_length
     if config.max_seq_length is not None:  # training only: run_training saves the model with its own limit
         model.max_seq_length = config.max_seq_length
     losses = _build_losses(model, preset, config, data, score_range)
+    evaluator = _dev_evaluator(config, model, layout)
     args = training_arguments(
         config,
-        checkpoints,
+        layout.checkpoints,
+        evaluator,
         max_grad_norm=0.0,  # component-wise clipping instead (ComponentClippingCallback)
         prompts=_training_prompts(model, preset, data) or None,
         multi_dataset_batch_sampler=_sampler(config, data),
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=max(config.save_steps, 1),
-        save_total_limit=config.save_total_limit,
         dataloader_num_workers=config.dataloader_num_workers,
         disable_tqdm=False,
         ddp_find_unused_parameters=True,  # frozen vision towers and per-task losses leave parameters unused
     )
-    resume = _resolve_checkpoint(config, checkpoints)
+    resume = _resolve_checkpoint(config, layout.checkpoints)
     trainer = UniRepTrainer(
         model=model,
         args=args,
         train_dataset=data,
         loss=losses,
+        evaluator=evaluator,
         callbacks=_callbacks(config, losses, data, preset, resume),
         # Only with a separate head rate: our AdamW (the trainer still builds the lr schedule around it).
         optimizers=(_optimizer(model, config, losses), None)
@@ -344,8 +366,9 @@ def _fit_calibration(model, config: TrainConfig) -> None:
     logger.info("Calibration profiles fit and saved with the model: %s", [p.name for p in profiles])
 
 
-def _attach_learned_calibration(trainer: SentenceTransformerTrainer) -> None:
-    """A text-pair loss with a learned logistic calibration leaves its map on the model as profile ``learned``."""
+def _attach_learned_calibration(trainer: SentenceTransformerTrainer, best_loaded: bool = False) -> None:
+    """A text-pair loss with a learned logistic calibration leaves its map on the model as profile ``learned``
+    (the last step's map: with the best checkpoint loaded it was learned along a later model; a warning says so)."""
     from st_unirep.calibration import attach_profiles
     from st_unirep.losses import CalibratedTextPairLoss
 
@@ -356,21 +379,12 @@ def _attach_learned_calibration(trainer: SentenceTransformerTrainer) -> None:
                 profile = module.learned_profile("learned")
                 attach_profiles(trainer.model, [profile])
                 logger.info("Learned calibration (scale, bias per width): %s", profile.extra["scale_bias"])
+                if best_loaded:
+                    logger.warning(
+                        "load_best_model_at_end: the 'learned' calibration profile is the last step's, not the best "
+                        "checkpoint's; fit profiles on the saved model (calibration: in the config) for exact ones"
+                    )
                 return
-
-
-# What a finished model (or a run's checkpoints) leaves in an output folder.
-MODEL_MARKERS = ("modules.json", "model.safetensors", "config_sentence_transformers.json", "checkpoints/checkpoint-*")
-# What a run writes into its output folder before the final save (and leaves there when it stops early): no reason to
-# refuse the folder. (.saving-*: an interrupted save's staging folder; .replaced-*: see _replace_model.)
-RUN_SCRATCH = ("data", "tiny-backbone", "checkpoints", "skipped_rows.txt", ".saving-*", ".replaced-*")
-# Weight files of a model at the top of its folder: an earlier model's are removed with it (shards a new save lacks).
-WEIGHT_FILES = (
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-)
 
 
 def _is_main_process() -> bool:
@@ -378,121 +392,48 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _check_output_dir(config: TrainConfig, output: Path) -> None:
-    """Refuse to train into a folder holding a trained model or checkpoints, or files a run's outputs would replace
-    (a ``README.md`` or ``config.json`` of the user's), unless overwriting or resuming."""
-    if config.overwrite_output_dir or config.resume_from_checkpoint or not output.is_dir():
-        return
-    found = [name for name in MODEL_MARKERS if any(output.glob(name))]
-    if found:
-        raise FileExistsError(
-            f"output_dir {str(output)!r} already holds a trained model or checkpoints ({', '.join(found)}); a new run "
-            "would replace them. Choose another --output_dir, resume with --resume_from_checkpoint last, or pass "
-            "--overwrite_output_dir true to replace them."
-        )
-    other = sorted(p.name for p in output.iterdir() if not any(fnmatch.fnmatch(p.name, s) for s in RUN_SCRATCH))
-    if other:
-        shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
-        raise FileExistsError(
-            f"output_dir {str(output)!r} is not empty ({shown}) and holds no st_unirep run; the trained model's files "
-            "(README.md, config.json, model.safetensors, ...) would replace any of the same names. Choose an empty or "
-            "new --output_dir, or pass --overwrite_output_dir true to write into it anyway."
-        )
-
-
-def _prepare_output_dir(config: TrainConfig, output: Path) -> None:
-    """Check the output folder (``_check_output_dir``) and create it; unless resuming, clear what an earlier run left
-    in ``checkpoints/`` (its checkpoints would mix with this run's: the oldest-first rotation would delete the new ones
-    and ``resume_from_checkpoint last`` would pick the old run's; its health log would be appended to) and an
-    interrupted save's staging folders. The earlier model itself stays until this run's is saved."""
-    _check_output_dir(config, output)
-    output.mkdir(parents=True, exist_ok=True)
-    if config.resume_from_checkpoint or not _is_main_process():
-        return
-    earlier = sorted(path.name for path in (output / "checkpoints").glob("checkpoint-*"))
-    if earlier:
-        logger.warning("overwrite_output_dir: removing the earlier run's checkpoints %s from %s", earlier, output)
-    for stale in [output / "checkpoints", *output.glob(".saving-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def save_atomically(model, output: Path) -> None:
-    """Save ``model`` into ``output`` so that a failure (a full disk) never leaves a half-written model.
-
-    The model is written to a temporary folder inside ``output`` first; only when that save is complete are the
-    old model's files replaced, by renames (no data is written in that step; see :func:`_replace_model`). On
-    failure the temporary folder is removed, the earlier model (if any) is untouched, and the error says so.
-    """
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output))
-    try:
-        model.save(str(staging))
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not isinstance(error, Exception):  # Ctrl-C stays an interrupt
-            raise
-        raise OSError(
-            f"Saving the trained model into {str(output)!r} failed ({error}); nothing was replaced: the folder "
-            "holds what it held before (checkpoints, if save_steps > 0, are in its checkpoints/ folder)."
-        ) from error
-    _replace_model(staging, output)
-    logger.info("Saved the model to %s (written to a temporary folder first, then moved into place)", output)
-
-
-def _model_entries(output: Path) -> set[str]:
-    """The top-level names of the model saved in ``output``: its module folders (``modules.json``), weight files."""
-    names = {path.name for pattern in WEIGHT_FILES for path in output.glob(pattern)}
-    try:
-        modules = json.loads((output / "modules.json").read_text(encoding="utf-8"))
-        names |= {m["path"].split("/")[0] for m in modules if isinstance(m, dict) and m.get("path")}
-    except (OSError, ValueError, TypeError, AttributeError):  # no model, or not one we can read: names only
-        pass
-    return names
-
-
-def _replace_model(staging: Path, output: Path) -> None:
-    """Move the model saved in ``staging`` into ``output``. The earlier model's entries (those of the new one's names,
-    its module folders and weight files, so none of it is left beside the new one) are moved aside first and deleted
-    last. A crash between the moves leaves the earlier model's entries in ``output/.replaced-*``, never deleted."""
-    old = {entry.name for entry in staging.iterdir()} | _model_entries(output)
-    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=output))
-    for name in sorted(old):
-        if (output / name).exists() or (output / name).is_symlink():
-            os.replace(output / name, aside / name)
-    for entry in sorted(staging.iterdir()):
-        os.replace(entry, output / entry.name)
-    staging.rmdir()
-    shutil.rmtree(aside)
-
-
 def run_training(config: TrainConfig) -> Path:
-    """Train as ``config`` says, save the final model to ``config.output_dir`` and return that path."""
+    """Train as ``config`` says; save the final model (with ``load_best_model_at_end``: the best checkpoint's) to
+    ``<output_dir>/model`` and the run's files beside it (:class:`RunLayout`); return the model folder."""
     config.validate()
-    output = Path(config.output_dir)
+    layout = RunLayout(config.output_dir)
     trainer, resume = build_trainer(config)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
-        if config.lora_r > 0:  # merge the adapters: the saved model stands alone (no base checkpoint needed)
-            backbone = trainer.model[0]
-            backbone.model = backbone.model.merge_and_unload()
-        trainer.model.max_seq_length = trainer.inference_max_seq_length
-        if config.calibration:  # the profiles of the model as it will be used: after training, inference length
-            _fit_calibration(trainer.model, config)
-        _attach_learned_calibration(trainer)
-        save_atomically(trainer.model, output)
-        (output / "train_config.json").write_text(config.to_json(), encoding="utf-8")
-        (output / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
-        if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
-            result = heldout_ocr_retrieval(trainer.model, output / "data")
-            (output / "heldout_ocr.json").write_text(json.dumps(result), encoding="utf-8")
-            logger.info(
-                "Held-out OCR text->image R@1 = %.3f (chance %.3f, %d images never seen in training)",
-                result["r@1"],
-                result["chance"],
-                result["n"],
-            )
-        else:  # an earlier (overwritten) default run's result would pass for this model's
-            (output / "heldout_ocr.json").unlink(missing_ok=True)
-    return output
+        _save_run(trainer, config, layout)
+    return layout.model
+
+
+def _save_run(trainer: SentenceTransformerTrainer, config: TrainConfig, layout: RunLayout) -> None:
+    """The trained model into ``layout.model``; the run's config, log and held-out result beside it."""
+    if config.lora_r > 0:  # merge the adapters: the saved model stands alone (no base checkpoint needed)
+        backbone = trainer.model[0]
+        backbone.model = backbone.model.merge_and_unload()
+    trainer.model.max_seq_length = trainer.inference_max_seq_length
+    if config.load_best_model_at_end and trainer.state.best_model_checkpoint:
+        logger.info(
+            "The saved model is the best checkpoint's, %s (%s = %s)",
+            trainer.state.best_model_checkpoint,
+            trainer.args.metric_for_best_model,
+            trainer.state.best_metric,
+        )
+    if config.calibration:  # the profiles of the model as it will be used: after training, inference length
+        _fit_calibration(trainer.model, config)
+    _attach_learned_calibration(trainer, best_loaded=config.load_best_model_at_end)
+    save_atomically(trainer.model, layout.model)
+    layout.train_config.write_text(config.to_json(), encoding="utf-8")
+    layout.train_log.write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
+    if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
+        result = heldout_ocr_retrieval(trainer.model, layout.data)
+        layout.heldout_ocr.write_text(json.dumps(result), encoding="utf-8")
+        logger.info(
+            "Held-out OCR text->image R@1 = %.3f (chance %.3f, %d images never seen in training)",
+            result["r@1"],
+            result["chance"],
+            result["n"],
+        )
+    else:  # an earlier (overwritten) default run's result would pass for this model's
+        layout.heldout_ocr.unlink(missing_ok=True)
 
 
 __all__ = ["build_trainer", "run_training"]

@@ -9,7 +9,8 @@
 - ``instr``: templated instruction → answer pairs.
 
 ``heldout/ocr.jsonl`` renders the same phrases with a different seed, as images the training never saw, for the
-text → image retrieval check after training.
+text → image retrieval check after training; ``dev/ocr.jsonl`` renders them once more, with a seed of its own, for the
+evaluation during training (``dev_data: builtin``), so the final check stays untouched by checkpoint selection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from st_unirep.evaluation.datasets import RetrievalData
+from st_unirep.evaluation.metrics import retrieval
 
 logger = logging.getLogger(__name__)
 
@@ -195,13 +199,15 @@ def _ocr_rows(phrases: list[str], copies: int, rng: random.Random, images: _Imag
     return rows
 
 
-def _heldout_rows(phrases: list[str], copies: int, rng: random.Random, images: _ImageFolder) -> list[dict]:
-    """Renderings of the same phrases from their own generator, for ``heldout/ocr.jsonl``."""
+def _heldout_rows(
+    phrases: list[str], copies: int, rng: random.Random, images: _ImageFolder, split: str = "heldout"
+) -> list[dict]:
+    """Renderings of the same phrases from their own generator, for ``<split>/ocr.jsonl``."""
     rows = []
     for copy in range(copies):
         for index, phrase in enumerate(phrases):
-            name = images.save(render_text(phrase, rng), f"heldout_{index}_{copy}.png")
-            rows.append({"images": [f"../{name}"], "positive": phrase})  # paths are relative to heldout/
+            name = images.save(render_text(phrase, rng), f"{split}_{index}_{copy}.png")
+            rows.append({"images": [f"../{name}"], "positive": phrase})  # paths are relative to <split>/
     return rows
 
 
@@ -262,6 +268,7 @@ def generate_default_data(
     vqa_multi: int = 48,
     text_pairs: int = 192,
     heldout_per_phrase: int = 1,
+    dev_per_phrase: int = 1,
     stsb_path: str | Path | None = None,
     seed: int = 0,
 ) -> Path:
@@ -269,7 +276,9 @@ def generate_default_data(
 
     ``stsb_path``: a JSONL file of graded pairs (``sentence1``, ``sentence2``, ``score``, e.g. the STS-B train
     split) from which the ``text_pair`` rows are drawn; None: templated pairs. Deterministic for a given ``seed``
-    (and file); about 3 s on a CPU. ``heldout/ocr.jsonl`` holds unseen renderings.
+    (and file); about 3 s on a CPU. ``heldout/ocr.jsonl`` holds unseen renderings (the final check) and
+    ``dev/ocr.jsonl`` other unseen renderings (evaluation during training, ``dev_data: builtin``), each from its own
+    generator, so neither changes the training rows.
     """
     root = Path(root)
     rng = random.Random(seed)
@@ -279,6 +288,8 @@ def generate_default_data(
     _write(root / "ocr.jsonl", _ocr_rows(phrases, ocr_per_phrase, rng, images))
     heldout = _heldout_rows(phrases, heldout_per_phrase, random.Random(seed + 10_000), images)
     _write(root / "heldout" / "ocr.jsonl", heldout)
+    dev = _heldout_rows(phrases, dev_per_phrase, random.Random(seed + 20_000), images, split="dev")
+    _write(root / "dev" / "ocr.jsonl", dev)
     _write(root / "vqa_single.jsonl", _vqa_single_rows(vqa_single, rng, images))
     _write(root / "vqa_multi.jsonl", _vqa_multi_rows(vqa_multi, rng, images))
     graded = Path(stsb_path) if stsb_path is not None else None
@@ -287,16 +298,21 @@ def generate_default_data(
     return root
 
 
+def ocr_retrieval_data(data_root: str | Path, split: str = "heldout") -> RetrievalData:
+    """``<data_root>/<split>/ocr.jsonl`` (unseen renderings: ``heldout`` or ``dev``) as text <-> image retrieval data
+    named ``ocr``: each phrase must retrieve its own rendering among all of them."""
+    folder = Path(data_root) / split
+    rows = [json.loads(line) for line in (folder / "ocr.jsonl").read_text("utf-8").splitlines()]
+    images = [str((folder / row["images"][0]).resolve()) for row in rows]
+    texts = [row["positive"] for row in rows]
+    return RetrievalData("ocr", texts, images, [{index} for index in range(len(rows))], image_corpus=True)
+
+
 def heldout_ocr_retrieval(model, data_root: str | Path, batch_size: int = 32) -> dict[str, float]:
     """Text → image R@1 on ``<data_root>/heldout/ocr.jsonl`` (renderings the training never saw): each phrase must
     retrieve its own image among all held-out images. Returns ``{"r@1", "chance", "n"}``."""
-    import numpy as np
-
-    rows = [json.loads(line) for line in (Path(data_root) / "heldout" / "ocr.jsonl").read_text("utf-8").splitlines()]
-    folder = Path(data_root) / "heldout"
-    images = [str((folder / row["images"][0]).resolve()) for row in rows]
-    texts = [row["positive"] for row in rows]
-    image_embeddings = model.encode(images, batch_size=batch_size, normalize_embeddings=True)
-    text_embeddings = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
-    best = np.argmax(text_embeddings @ image_embeddings.T, axis=1)
-    return {"r@1": float(np.mean(best == np.arange(len(rows)))), "chance": 1.0 / len(rows), "n": len(rows)}
+    data = ocr_retrieval_data(data_root, "heldout")
+    image_embeddings = model.encode(data.corpus, batch_size=batch_size, normalize_embeddings=True)
+    text_embeddings = model.encode(data.queries, batch_size=batch_size, normalize_embeddings=True)
+    r1 = retrieval(text_embeddings @ image_embeddings.T, data.relevant, ks=(1,))["r@1"]
+    return {"r@1": r1, "chance": 1.0 / len(data.queries), "n": len(data.queries)}

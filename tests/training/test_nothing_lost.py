@@ -8,7 +8,8 @@ import pytest
 
 from st_unirep.errors import DataError
 from st_unirep.training.data import load_task_data
-from st_unirep.training.run import run_training, save_atomically
+from st_unirep.training.run import run_training
+from st_unirep.training.run_layout import RunLayout, save_atomically
 from tests.training.test_train import _config, small_data  # noqa: F401  (fixture)
 
 
@@ -25,7 +26,7 @@ def test_a_second_run_into_a_finished_model_is_refused_unless_asked(tmp_path, sm
     before = (output / "model.safetensors").read_bytes() if (output / "model.safetensors").exists() else None
     with pytest.raises(FileExistsError, match=r"already holds a trained model or checkpoints .*--overwrite_output_dir"):
         run_training(_config(tmp_path / "out", small_data, max_steps=1))
-    assert (output / "modules.json").is_file() and sorted((output / "checkpoints").glob("checkpoint-*"))
+    assert (output / "modules.json").is_file() and sorted(RunLayout(tmp_path / "out").checkpoints.glob("checkpoint-*"))
     if before is not None:
         assert (output / "model.safetensors").read_bytes() == before
     run_training(_config(tmp_path / "out", small_data, max_steps=1, overwrite_output_dir=True))  # asked: replaced
@@ -53,9 +54,10 @@ def test_a_failed_final_save_leaves_the_earlier_model_intact(tmp_path):
     assert (output / "modules.json").read_text() == "old" and (
         output / "model.safetensors"
     ).read_text() == "old weights"
-    assert not list(output.glob(".saving-*"))  # no half-written staging folder left behind
+    assert not list(tmp_path.glob(".saving-*"))  # no half-written staging folder left behind
     save_atomically(Model(fail=False), output)
-    assert (output / "model.safetensors").read_text() == "new weights" and not list(output.glob(".saving-*"))
+    assert (output / "model.safetensors").read_text() == "new weights" and not list(tmp_path.glob(".saving-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nor the earlier model, moved aside
 
 
 @pytest.mark.parametrize("name", ["text-pair.jsonl", "captions.jsonl"])
@@ -110,8 +112,8 @@ def test_skipped_rows_are_listed_beside_the_run(tmp_path, small_data):  # noqa: 
     shutil.copytree(small_data, data)
     with open(data / "instr.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"query": "", "positive": "p"}\nnot json\n')
-    output = run_training(_config(tmp_path / "out", str(data), max_steps=1, skip_invalid=True))
-    listing = (output / "skipped_rows.txt").read_text().splitlines()
+    run_training(_config(tmp_path / "out", str(data), max_steps=1, skip_invalid=True))
+    listing = RunLayout(tmp_path / "out").skipped_rows.read_text().splitlines()
     assert len(listing) == 2 and all("instr.jsonl:" in line for line in listing)
     assert "field 'query'" in listing[0] and "invalid JSON" in listing[1]
 
@@ -121,11 +123,18 @@ def test_train_script_refuses_a_finished_model_in_one_line(tmp_path, capsys):
 
     from tests.conftest import REPO
 
-    (tmp_path / "modules.json").write_text("[]")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "modules.json").write_text("[]")  # a model at the top of its folder (before issue 17)
+    (tmp_path / "new" / "model").mkdir(parents=True)
+    (tmp_path / "new" / "model" / "modules.json").write_text("[]")
     spec = importlib.util.spec_from_file_location("train_script", REPO / "train" / "train.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--output_dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith(f"error: output_dir '{tmp_path}' already holds a trained model")
+    for folder in (tmp_path / "old", tmp_path / "new"):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--output_dir", str(folder), "--max-steps", "200"])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert (
+            error.startswith(f"error: output_dir '{folder}' already holds a trained model") and error.count("\n") == 1
+        )

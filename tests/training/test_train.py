@@ -88,5 +88,5 @@ def test_two_process_ddp_trains(tmp_path, small_data):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Saved the trained model to") == 1  # rank 0 only
-    model = SentenceTransformer(str(tmp_path / "ddp"), trust_remote_code=True)
+    model = SentenceTransformer(str(tmp_path / "ddp" / "model"), trust_remote_code=True)
     assert model.encode(["xin chào"]).shape == (1, 64)

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from st_unirep.training.clipping import component_parameters
 from st_unirep.training.config import ConfigArgumentParser, TrainConfig, field_comments, load_config
 from st_unirep.training.run import build_trainer, run_training
+from st_unirep.training.run_layout import RunLayout
 from tests.conftest import REPO
 from tests.training.test_train import small_data  # noqa: F401  (fixture)
 
@@ -182,10 +183,10 @@ def test_field_comments():
 def test_every_callback_metric_reaches_the_saved_log(tmp_path, small_data):  # noqa: F811
     """Regression (issue 14): grad_norm/, health/ and vaccine/ metrics reached the console only (the trainer copies
     the row into its history before the callbacks' on_log), never train_log.json or report_to."""
-    output = run_training(
+    run_training(
         _config(tmp_path / "log", small_data, max_steps=4, logging_steps=2, health_every=2, dwa_temperature=2.0)
     )
-    rows = [row for row in json.loads((output / "train_log.json").read_text()) if "loss" in row]
+    rows = [row for row in json.loads(RunLayout(tmp_path / "log").train_log.read_text()) if "loss" in row]
     assert [row["step"] for row in rows] == [2, 4]
     for row in rows:
         assert {"grad_norm/backbone", "grad_norm/pooling", "grad_norm/projection", "vaccine/p_image"} <= set(row)
@@ -218,3 +219,27 @@ def test_lora_leaves_a_frozen_vision_tower_frozen(tmp_path, small_data, preset, 
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
     assert any("lora_" in name and "visual" not in name for name in trainable)  # the language model adapts
     assert any("lora_" in name and "visual" in name for name in trainable) == vision_adapters
+
+
+@pytest.mark.parametrize("flag", ["--max_steps", "--max-steps"])
+def test_flags_take_underscores_or_dashes(monkeypatch, flag):
+    script, seen = _train_script(monkeypatch)
+    script.main([flag, "7", "--per-device-train-batch-size", "4"])
+    assert seen[0].max_steps == 7 and seen[0].per_device_train_batch_size == 4
+
+
+def test_without_output_dir_a_finished_run_is_never_replaced(tmp_path, monkeypatch, capsys):
+    """Issue 17: `python train/train.py --max_steps 200` after the default job replaced output/ (later: refused it).
+    Without --output_dir the run goes to a free output-N; a folder named with --output_dir is used as given."""
+    monkeypatch.chdir(tmp_path)
+    script, seen = _train_script(monkeypatch)
+    script.main(["--max_steps", "200"])
+    assert seen[-1].output_dir == "output"  # a fresh clone: the README's output/
+    (tmp_path / "output" / "model").mkdir(parents=True)
+    (tmp_path / "output" / "model" / "modules.json").write_text("[]")  # the default job's model
+    script.main(["--max_steps", "200"])
+    assert seen[-1].output_dir == "output-2"
+    assert "Saved the trained model to" in capsys.readouterr().out
+    for given in (["--output_dir", "output"], ["--overwrite_output_dir", "true"], ["--resume_from_checkpoint", "last"]):
+        script.main(given)
+        assert seen[-1].output_dir == "output", given  # the folder meant: refused or replaced by run_training
