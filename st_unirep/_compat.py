@@ -329,3 +329,38 @@ def mteb_declare_model_meta(wrapper: Any, **update: Any) -> Any:
         raise _fail(_MTEB, "mteb_declare_model_meta", "a pydantic ModelMeta as wrapper.mteb_model_meta", repr(meta))
     wrapper.mteb_model_meta = meta.model_copy(update=update)
     return wrapper
+
+
+# ------------------------------------------------------------------------------ transformers (a logged notice)
+# The logger and message of the notice transformers logs whenever resize_token_embeddings(mean_resizing=True) grows
+# the embedding matrix (transformers 5.x, ``PreTrainedModel._get_resized_embeddings``).
+TRANSFORMERS_MEAN_RESIZING_LOGGER = "transformers.modeling_utils"
+TRANSFORMERS_MEAN_RESIZING_NOTICE = "To disable this, use `mean_resizing=False`"
+
+
+class _DropMeanResizingNotice:
+    """A ``logging`` filter that drops the mean-resizing notice and lets every other record through."""
+
+    def filter(self, record: Any) -> bool:
+        return TRANSFORMERS_MEAN_RESIZING_NOTICE not in record.getMessage()
+
+
+@contextlib.contextmanager
+def transformers_quiet_mean_resizing() -> Iterator[None]:
+    """Inside the block, transformers does not log its ``mean_resizing`` notice; every other record still passes.
+
+    Why: ``resize_token_embeddings(..., mean_resizing=True)`` (the default, and the initialisation st_unirep wants
+    for its prefix tokens: the old rows' mean and covariance) logs "The new embeddings will be initialized from a
+    multivariate normal distribution ... To disable this, use `mean_resizing=False`" even when the caller passes
+    ``mean_resizing=True`` on purpose; transformers has no argument to say so. The notice is matched by its text on
+    the ``transformers.modeling_utils`` logger (transformers 5.x); ``tests/test_compat.py`` checks both.
+    """
+    import logging  # here, not at the top: this section is appended to the shims above
+
+    logger = logging.getLogger(TRANSFORMERS_MEAN_RESIZING_LOGGER)
+    quiet = _DropMeanResizingNotice()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,15 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from st_unirep._compat import optional_hub_file, st_load_with_module_classes
+from st_unirep.model_card import fill_model_card
 from st_unirep.modules.attention_pooling import AttentionPooling
 from st_unirep.modules.backbone import Backbone
 from st_unirep.modules.matryoshka_normalize import MatryoshkaNormalize
 from st_unirep.modules.score_calibration import ScoreCalibration
 from st_unirep.modules.stable_projection import StableProjection
 from st_unirep.presets import DEFAULT_BACKBONE, get_preset
+
+logger = logging.getLogger(__name__)
 
 # The classes a saved st_unirep model's modules.json may name, by the dotted name sentence-transformers writes there.
 MODULE_CLASSES: dict[str, type] = {
@@ -38,9 +42,20 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
 
     Returns:
         A ``SentenceTransformer`` whose ``encode`` gives unit-norm vectors (also under ``truncate_dim``). Save it
-        with ``model.save(path)``; load it with :func:`load_model` (no ``trust_remote_code`` needed).
+        with ``model.save(path)`` (its README.md is st_unirep's card: :func:`st_unirep.model_card.fill_model_card`);
+        load it with :func:`load_model` (no ``trust_remote_code`` needed).
+
+        Prompts: on a Qwen2-VL backbone inference is prefix-free (the seeds; the task prefix tokens are put on the
+        inputs in training only), so ``encode_query``, ``encode_document`` and ``encode`` are the same map. A text
+        encoder saved with its own prompts (E5: ``"query: "`` / ``"passage: "``) keeps them, as in training, and
+        ``encode_document`` uses the passage prompt (:func:`document_prompt_as_passage`).
+
+    Raises:
+        ValueError: ``backbone`` is a saved st_unirep model: load it with :func:`load_model` instead (building on it
+            would replace its trained head with a random one).
     """
     config = get_preset(preset).with_overrides(**overrides)
+    _refuse_trained_model(backbone)
     backbone_kwargs = dict(config.backbone_kwargs)
     from transformers import AutoConfig
 
@@ -78,6 +93,7 @@ def build_model(backbone: str = DEFAULT_BACKBONE, preset: str = "unirep", **over
         prompts=prompts,
         default_prompt_name=default_prompt_name,
     )
+    fill_model_card(model, preset=preset, backbone=backbone, overrides=overrides)
     return model
 
 
@@ -91,13 +107,38 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False, **kwargs: A
     you pass it for a model whose code you trust.
 
     Args:
-        path: A model folder or hub id.
+        path: A model folder or hub id. A training run's folder (``output``, whose model is in ``output/model``)
+            loads its model, and says so.
         trust_remote_code: Allow classes and model code from outside sentence-transformers and st_unirep.
         **kwargs: Passed to ``SentenceTransformer`` (``device``, ``truncate_dim``, ``model_kwargs``, ...).
     """
-    return st_load_with_module_classes(
+    folder = Path(path)
+    if not (folder / "modules.json").is_file() and (folder / "model" / "modules.json").is_file():
+        logger.info("%s is a training run's folder: loading its model, %s", folder, folder / "model")
+        path = folder / "model"
+    model = st_load_with_module_classes(
         SentenceTransformer, str(path), MODULE_CLASSES, trust_remote_code=trust_remote_code, **kwargs
     )
+    model.prompts = document_prompt_as_passage(model.prompts)
+    return model
+
+
+def _refuse_trained_model(backbone: str) -> None:
+    """Raise a ValueError if ``backbone`` is a saved st_unirep model: building on it would drop its trained head."""
+    import json
+
+    path = optional_hub_file(str(backbone), "modules.json")
+    if path is None:
+        return
+    types = [entry.get("type", "") for entry in json.loads(Path(path).read_text(encoding="utf-8"))]
+    ours = [name for name in types if name in MODULE_CLASSES or name.startswith("st_unirep.")]
+    if ours:
+        raise ValueError(
+            f"{backbone} is a saved st_unirep model (its modules.json names {', '.join(ours)}), not a backbone: "
+            "build_model would put a new, random pooling and projection on its backbone and throw the trained head "
+            f"away. Load it with st_unirep.load_model({str(backbone)!r}); to fine-tune a trained model, load it "
+            "that way and train the loaded model."
+        )
 
 
 def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]:
@@ -118,7 +159,21 @@ def _backbone_prompts(backbone: str) -> tuple[dict[str, str] | None, str | None]
         isinstance(prompts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())
     ):
         raise ValueError(f"{path}: 'prompts' must map prompt names to strings, got {prompts!r}")
-    return prompts, config.get("default_prompt_name")
+    return document_prompt_as_passage(prompts), config.get("default_prompt_name")
+
+
+def document_prompt_as_passage(prompts: dict[str, str] | None) -> dict[str, str] | None:
+    """``prompts`` with an empty ``"document"`` prompt set to the ``"passage"`` one (a copy; else unchanged).
+
+    sentence-transformers' ``encode_document`` takes the first of ``"document"``, ``"passage"``, ``"corpus"`` that
+    exists, and an E5 checkpoint saved by sentence-transformers carries ``"document": ""`` beside
+    ``"passage": "passage: "``, so ``encode_document`` would drop the prefix that the model was pre-trained with and
+    that st_unirep keeps in training (``training.prompts``) and evaluation (``evaluation.evaluate.prompt_names``).
+    Measured in ``eval/prompts_probe.py``.
+    """
+    if not prompts or prompts.get("document") or not prompts.get("passage"):
+        return prompts
+    return {**prompts, "document": prompts["passage"]}
 
 
 def calibrated_similarity(

@@ -194,3 +194,53 @@ def test_mteb_reads_the_modalities_from_the_wrapper_meta(tiny_model):
     assert list(wrapper.mteb_model_meta.modalities) == ["text"]
     assert _compat.mteb_declare_model_meta(wrapper, modalities=["text", "image"]) is wrapper
     assert list(wrapper.mteb_model_meta.modalities) == ["text", "image"]
+
+
+def test_mteb_files_results_under_the_declared_model_name(tiny_model, tmp_path):
+    """mteb_declare_model_meta(name=...): mteb's result cache files a model's results under its meta's name (the
+    placeholder ``no_model_name/available`` when the model card has none, so nameless models share one folder)."""
+    import mteb
+    from mteb.models import SentenceTransformerEncoderWrapper
+
+    tiny_model.model_card_data.model_name = None  # a card filled by an earlier test (save) names the model
+    wrapper = SentenceTransformerEncoderWrapper(tiny_model)
+    assert wrapper.mteb_model_meta.name == "no_model_name/available"
+    _compat.mteb_declare_model_meta(wrapper, name="runs/first")
+    path = mteb.ResultCache(tmp_path).get_task_result_path("stsb_en", wrapper.mteb_model_meta)
+    assert path.relative_to(tmp_path / "results").parts[0] == "runs__first"
+
+
+def _resize_a_tiny_bert(caplog) -> list[str]:
+    """Grow a tiny BERT's embeddings with mean_resizing=True; the transformers messages logged meanwhile."""
+    import logging
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=11, hidden_size=8, num_hidden_layers=1, num_attention_heads=2))
+    logging.Logger.warning_once.cache_clear()  # transformers logs the notice once per process
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        model.resize_token_embeddings(20, mean_resizing=True)
+    return [(r.name, r.getMessage()) for r in caplog.records]
+
+
+def test_transformers_mean_resizing_notice_is_dropped_and_only_it(caplog, monkeypatch):
+    """transformers_quiet_mean_resizing: transformers still logs its notice, on the logger and with the text the
+    filter matches; inside the block it is dropped while other records pass."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
+    logged = _resize_a_tiny_bert(caplog)
+    assert any(
+        name == _compat.TRANSFORMERS_MEAN_RESIZING_LOGGER and _compat.TRANSFORMERS_MEAN_RESIZING_NOTICE in message
+        for name, message in logged
+    ), logged
+    with _compat.transformers_quiet_mean_resizing():
+        assert not any(_compat.TRANSFORMERS_MEAN_RESIZING_NOTICE in m for _, m in _resize_a_tiny_bert(caplog))
+        logger = logging.getLogger(_compat.TRANSFORMERS_MEAN_RESIZING_LOGGER)
+        with caplog.at_level(logging.WARNING, logger="transformers"):
+            logger.warning("another warning")
+        assert "another warning" in caplog.text
+    assert not logger.filters

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from sentence_transformers import SentenceTransformer
 
-from st_unirep import build_model, calibrated_similarity
+from st_unirep import build_model, calibrated_similarity, load_model
 from st_unirep.presets import PRESETS
 from tests.conftest import REPO, TINY_OUTPUT_DIM, make_image
 
@@ -415,3 +416,91 @@ def test_code_in_the_model_folder_never_runs_without_trust_remote_code(tiny_mode
         with pytest.raises(ValueError, match=r"(?s)references the module class .evil.Evil.*trust_remote_code=True"):
             load_model(folder)
         assert not marker.exists()
+
+
+# ------------------------------------------------------------------ build_model on a trained model (issue 17)
+def test_build_model_refuses_a_saved_st_unirep_model(tiny_model, tmp_path):
+    """Building on a saved st_unirep model would put a random head on its backbone: it is refused, naming the
+    folder and load_model."""
+    folder = tmp_path / "trained"
+    tiny_model.save(str(folder))
+    with pytest.raises(ValueError, match=r"saved st_unirep model.*st_unirep\.load_model\(") as raised:
+        build_model(str(folder), "unirep", output_dim=TINY_OUTPUT_DIM)
+    assert str(folder) in str(raised.value)
+
+
+def test_build_model_logs_no_mean_resizing_notice(tiny_qwen2_vl_path, caplog, monkeypatch):
+    """Adding the prefix tokens grows the tiny model's embeddings (mean_resizing=True); transformers' notice about it
+    is not logged (its warning_once cache is cleared so that an earlier build cannot hide it)."""
+    import logging
+
+    from st_unirep import _compat
+
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
+    logging.Logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        model = build_model(tiny_qwen2_vl_path, "unirep", output_dim=TINY_OUTPUT_DIM)
+    tokenizer = model[0].tokenizer
+    assert model[0].model.get_input_embeddings().num_embeddings >= len(tokenizer)
+    assert not [r for r in caplog.records if _compat.TRANSFORMERS_MEAN_RESIZING_NOTICE in r.getMessage()]
+
+
+# ------------------------------------------------------------------ query / document prompts (issue 17)
+def test_prefix_free_models_encode_queries_and_documents_alike(tiny_model, tmp_path):
+    """A Qwen2-VL st_unirep model has no prompts: encode_query, encode_document and encode are the same map, also
+    after save / load."""
+    assert not any(tiny_model.prompts.values())
+    texts = ["a red ellipse", "the cat"]
+    plain = tiny_model.encode(texts)
+    np.testing.assert_array_equal(tiny_model.encode_query(texts), plain)
+    np.testing.assert_array_equal(tiny_model.encode_document(texts), plain)
+    tiny_model.save(str(tmp_path / "m"))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.prompts == tiny_model.prompts
+    np.testing.assert_array_equal(loaded.encode_query(texts), plain)
+
+
+QUERY_PROMPT, PASSAGE_PROMPT = "dog ", "a cat "  # of different token counts: the tiny BERT reads words as [UNK]
+
+
+def _e5_style_backbone(tmp_path) -> str:
+    """A tiny BERT saved with prompts laid out as sentence-transformers writes E5's (``"document": ""`` included);
+    the prompts differ in length (``"query: "`` and ``"passage: "`` would both be [UNK] [UNK])."""
+    from tests.test_presets import build_tiny_bert
+
+    path = build_tiny_bert(tmp_path / "bert")
+    prompts = {"query": QUERY_PROMPT, "passage": PASSAGE_PROMPT, "document": ""}
+    config = {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    (Path(path) / "config_sentence_transformers.json").write_text(json.dumps(config))
+    return path
+
+
+def test_an_encoders_prompts_are_kept_and_documents_get_the_passage_prompt(tmp_path):
+    """E5-style prompts: encode_query prepends the query prompt, encode_document the passage prompt (as training and
+    evaluation do), and both survive save / load_model."""
+    model = build_model(_e5_style_backbone(tmp_path), "viuniembed", output_dim=16)
+    assert model.prompts == {"query": QUERY_PROMPT, "passage": PASSAGE_PROMPT, "document": PASSAGE_PROMPT}
+    texts = ["hello world", "the cat"]
+    query, document = model.encode_query(texts), model.encode_document(texts)
+    np.testing.assert_allclose(query, model.encode([QUERY_PROMPT + t for t in texts]), atol=1e-6)
+    np.testing.assert_allclose(document, model.encode([PASSAGE_PROMPT + t for t in texts]), atol=1e-6)
+    assert not np.allclose(query, document)
+    model.save(str(tmp_path / "m"))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.prompts == model.prompts
+    np.testing.assert_allclose(loaded.encode_document(texts), document, atol=1e-6)
+
+
+def test_load_model_gives_an_old_saved_empty_document_prompt_the_passage_prompt(tmp_path):
+    """A model saved before this rule (``"document": ""`` beside ``"passage": "passage: "``) loads with it."""
+    model = build_model(_e5_style_backbone(tmp_path), "viuniembed", output_dim=16)
+    model.prompts = {"query": QUERY_PROMPT, "passage": PASSAGE_PROMPT, "document": ""}
+    model.save(str(tmp_path / "old"))
+    assert load_model(tmp_path / "old").prompts["document"] == PASSAGE_PROMPT
+
+
+def test_load_model_of_a_training_run_folder_loads_its_model(tmp_path, tiny_model):
+    tiny_model.save(str(tmp_path / "run" / "model"))
+    loaded = load_model(tmp_path / "run")
+    expected = tiny_model.encode(["Hóa đơn tháng 3"])
+    np.testing.assert_allclose(loaded.encode(["Hóa đơn tháng 3"]), expected, atol=1e-5)

@@ -181,8 +181,12 @@ class Backbone(Transformer):
             tokenizer.add_tokens(missing, special_tokens=True)
         embeddings = self.model.get_input_embeddings()
         if len(tokenizer) > embeddings.num_embeddings:
-            # Grow to a multiple of 64 (tensor-core friendly); Qwen2-VL's 151,936 rows already have room.
-            self.model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+            # Grow to a multiple of 64 (tensor-core friendly); Qwen2-VL's 151,936 rows already have room. The new
+            # rows start from the old rows' mean and covariance (mean_resizing=True, transformers' default, chosen
+            # here on purpose: a prefix token starts inside the distribution of the embeddings it is added to), so
+            # transformers' notice about it is not logged on every build.
+            with _compat.transformers_quiet_mean_resizing():
+                self.model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
         for token in tokens:
             ids = tokenizer(token, add_special_tokens=False)["input_ids"]
             if len(ids) != 1:

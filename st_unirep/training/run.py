@@ -20,6 +20,7 @@ from st_unirep.evaluation.dev_evaluator import DevEvaluator
 from st_unirep.loss_recipe import LossRecipe
 from st_unirep.losses import build_loss
 from st_unirep.model import build_model
+from st_unirep.model_card import fill_model_card
 from st_unirep.presets import Preset, get_preset
 from st_unirep.tasks import get_task
 from st_unirep.testing import build_tiny_qwen2_vl
@@ -420,20 +421,43 @@ def _save_run(trainer: SentenceTransformerTrainer, config: TrainConfig, layout: 
     if config.calibration:  # the profiles of the model as it will be used: after training, inference length
         _fit_calibration(trainer.model, config)
     _attach_learned_calibration(trainer, best_loaded=config.load_best_model_at_end)
+    heldout = None
+    if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
+        heldout = heldout_ocr_retrieval(trainer.model, layout.data)
+        logger.info(
+            "Held-out OCR text->image R@1 = %.3f (chance %.3f, %d images never seen in training)",
+            heldout["r@1"],
+            heldout["chance"],
+            heldout["n"],
+        )
+    _fill_card(trainer, heldout)
     save_atomically(trainer.model, layout.model)
     layout.train_config.write_text(config.to_json(), encoding="utf-8")
     layout.train_log.write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
-    if config.data is None and not config.sources:  # the built-in data: text -> image R@1 on its held-out OCR
-        result = heldout_ocr_retrieval(trainer.model, layout.data)
-        layout.heldout_ocr.write_text(json.dumps(result), encoding="utf-8")
-        logger.info(
-            "Held-out OCR text->image R@1 = %.3f (chance %.3f, %d images never seen in training)",
-            result["r@1"],
-            result["chance"],
-            result["n"],
-        )
+    if heldout is not None:
+        layout.heldout_ocr.write_text(json.dumps(heldout), encoding="utf-8")
     else:  # an earlier (overwritten) default run's result would pass for this model's
         layout.heldout_ocr.unlink(missing_ok=True)
+
+
+def _fill_card(trainer: SentenceTransformerTrainer, heldout: dict | None) -> None:
+    """The model card's training data (task, rows) and evaluation numbers (the last dev evaluation, held-out R@1)."""
+    datasets = trainer.train_dataset
+    named = datasets.items() if isinstance(datasets, dict) else [("train", datasets)]
+    train = [{"name": name, "rows": len(dataset)} for name, dataset in named]
+    results: dict[str, dict[str, float]] = {}
+    evaluations = [row for row in trainer.state.log_history if any(key.startswith("eval_") for key in row)]
+    if evaluations:
+        results[f"dev (step {evaluations[-1].get('step', '?')})"] = {
+            key.removeprefix("eval_"): value
+            for key, value in evaluations[-1].items()
+            if key.startswith("eval_") and isinstance(value, (int, float)) and "runtime" not in key
+            and "per_second" not in key
+        }  # fmt: skip
+    if heldout is not None:
+        results["built-in held-out OCR renderings"] = {"t2i_r@1": heldout["r@1"], "chance": heldout["chance"]}
+    fill_model_card(trainer.model, train_datasets=train, eval_results=results or None,
+                    evaluated_with="st_unirep's dev evaluation during training")  # fmt: skip
 
 
 __all__ = ["build_trainer", "run_training"]
