@@ -80,7 +80,12 @@ class EdgeStore:
         config = edge.EdgeConfig(
             vectors={
                 "prefix": edge.EdgeVectorParams(
-                    size=int(metadata["prefix_dim"]), distance=edge.Distance.Cosine, quantization_config=quantization
+                    size=int(metadata["prefix_dim"]),
+                    distance=edge.Distance.Cosine,
+                    quantization_config=quantization,
+                    # Quantized, the graph is searched on the int8 copies (in RAM) and never rescored with the float
+                    # prefixes (the full vectors rescore): those may stay on disk.
+                    memory=edge.Memory.Cold if quantization is not None else edge.Memory.Cached,
                 ),
                 "full": edge.EdgeVectorParams(
                     size=int(metadata["dim"]),

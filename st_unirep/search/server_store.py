@@ -84,6 +84,7 @@ class ServerStore:
                     distance=models.Distance.COSINE,
                     hnsw_config=models.HnswConfigDiff(m=params.m, ef_construct=params.ef_construct),
                     quantization_config=quantization,
+                    on_disk=quantization is not None,  # the int8 copies stay in RAM; the floats are never read
                 ),
                 # The full vector only rescores k' candidates: no graph, and it may live on disk.
                 "full": models.VectorParams(
