@@ -227,14 +227,16 @@ def test_st_unirep_keeps_the_backbones_prompts_in_training_and_after_saving(tmp_
         },
     )
     trainer, _ = build_trainer(config)
-    assert trainer.model.prompts == prompts
+    # Documents get the passage prompt (issue 17: ST's encode_document picked the empty "document" one).
+    expected = {**prompts, "document": "passage: "}
+    assert trainer.model.prompts == expected
     assert trainer.args.prompts == {
         "text_pair": {"sentence1": "query: ", "sentence2": "query: "},
         "instr": {"query": "query: ", "positive": "passage: "},
     }
     trainer.model.save(str(tmp_path / "saved"))
     loaded = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
-    assert loaded.prompts == prompts
+    assert loaded.prompts == expected
     # The prompt really reaches the encoder: "query: " changes the embedding of a text.
     plain = loaded.encode(["the cat"], convert_to_tensor=True)
     prompted = loaded.encode(["the cat"], prompt_name="query", convert_to_tensor=True)
