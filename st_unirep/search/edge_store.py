@@ -132,12 +132,6 @@ class EdgeStore:
         """Build the HNSW graph (and quantized copies) of what was added; blocks until done."""
         return bool(self.shard.optimize())
 
-    def flush(self) -> None:
-        self.shard.flush()
-
-    def disk_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.path.rglob("*") if path.is_file())
-
     # ------------------------------------------------------------------ points
     def count(self, query_filter: models.Filter | None = None) -> int:
         return int(self.shard.count(edge.CountRequest(exact=True, filter=to_edge_filter(query_filter))))
@@ -183,24 +177,6 @@ class EdgeStore:
                 return
 
     # ------------------------------------------------------------------ search
-    def search(
-        self,
-        full: np.ndarray,
-        prefix: np.ndarray | None,
-        *,
-        limit: int,
-        candidates: int,
-        query_filter: models.Filter | None,
-        score_threshold: float | None,
-        hnsw_ef: int | None,
-        with_payload: bool = True,
-    ) -> list[tuple[str, float, dict[str, Any]]]:
-        """Top ``limit`` by the full vector, among the top ``candidates`` by the prefix (all points if no prefix)."""
-        return self.search_batch(
-            [full], None if prefix is None else [prefix], limit=limit, candidates=candidates,
-            query_filter=query_filter, score_threshold=score_threshold, hnsw_ef=hnsw_ef, with_payload=with_payload,
-        )[0]  # fmt: skip
-
     def search_batch(
         self,
         full: Sequence[np.ndarray],
@@ -213,7 +189,8 @@ class EdgeStore:
         hnsw_ef: int | None,
         with_payload: bool = True,
     ) -> list[list[tuple[str, float, dict[str, Any]]]]:
-        """:meth:`search` for several queries, planned together by the engine (``hnsw_ef``: the prefix stage's)."""
+        """Top ``limit`` by the full vector among the top ``candidates`` by the prefix (all points when ``prefix`` is
+        None), per query, planned together by the engine (``hnsw_ef``: the prefix stage's)."""
         where = to_edge_filter(query_filter)
         requests = []
         for number, vector in enumerate(full):

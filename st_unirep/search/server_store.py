@@ -104,9 +104,6 @@ class ServerStore:
     def metadata(self) -> dict[str, Any]:
         return dict(self.client.get_collection(self.collection).config.metadata or {})
 
-    def write_metadata(self, metadata: dict[str, Any]) -> None:
-        self.client.update_collection(self.collection, metadata=metadata)
-
     def params(self) -> IndexParams:
         return IndexParams.from_dict(self.metadata().get("params"))
 
@@ -117,9 +114,6 @@ class ServerStore:
     def optimize(self) -> bool:
         """A server builds its graphs in the background: nothing to wait for here."""
         return False
-
-    def flush(self) -> None:
-        """Writes are acknowledged with ``wait=True``: nothing to flush."""
 
     def count(self, query_filter: models.Filter | None = None) -> int:
         return self.client.count(self.collection, count_filter=query_filter, exact=True).count
@@ -178,12 +172,9 @@ class ServerStore:
             with_payload=with_payload,
         )
 
-    def search(self, full, prefix, **kwargs: Any) -> list[tuple[str, float, dict[str, Any]]]:
-        """Top ``limit`` by the full vector, among the top ``candidates`` by the prefix (all points if no prefix)."""
-        return self.search_batch([full], None if prefix is None else [prefix], **kwargs)[0]
-
     def search_batch(self, full, prefix, **kwargs: Any) -> list[list[tuple[str, float, dict[str, Any]]]]:
-        """:meth:`search` for several queries in one request."""
+        """Top ``limit`` by the full vector among the top ``candidates`` by the prefix (all points when ``prefix`` is
+        None), for several queries in one request."""
         requests = [
             self._request(vector, None if prefix is None else prefix[number], **kwargs)
             for number, vector in enumerate(full)
